@@ -8,7 +8,8 @@ ReLU6, PReLU) are entries of one table. Each entry carries:
 * ``fn``: the element-wise function on tensors (``torch.nn.functional``);
 * ``module``: a factory for the matching ``nn.Module``;
 * ``derivative``: phi'(x) in closed form (autograd for the few without a short one);
-* facts: output range, zero-centred, monotonic, saturating, smooth (infinitely
+* facts: output range, zero-centred, monotonic, saturating (phi' -> 0 on both sides, as
+  for sigmoid and tanh; one-sided flattening as in ReLU or ELU does not count), smooth (infinitely
   differentiable), the points where phi or phi' is not smooth (``kinks``, where exact
   quadrature splits its range) and the saturation band used by the diagnostics.
 
@@ -92,7 +93,7 @@ def _elu(alpha: float) -> Activation:
     return Activation(
         "elu", partial(F.elu, alpha=alpha), partial(nn.ELU, alpha),
         lambda x: torch.where(x > 0, 1.0, alpha * torch.exp(torch.clamp(x, max=0))).to(x.dtype),
-        (-alpha, math.inf), False, True, True, False, (0.0,), None, {"alpha": alpha},
+        (-alpha, math.inf), False, True, False, False, (0.0,), None, {"alpha": alpha},
     )
 
 
@@ -112,7 +113,7 @@ def _prelu(init: float) -> Activation:
 def _softplus(beta: float) -> Activation:
     return Activation(
         "softplus", partial(F.softplus, beta=beta), partial(nn.Softplus, beta),
-        lambda x: torch.sigmoid(beta * x), (0.0, math.inf), False, True, True, True, (), None,
+        lambda x: torch.sigmoid(beta * x), (0.0, math.inf), False, True, False, True, (), None,
         {"beta": beta},
     )
 
@@ -169,7 +170,7 @@ def _builtin() -> dict[str, Activation]:
         _leaky_relu(0.01),
         _elu(1.0),
         Activation("selu", F.selu, nn.SELU, _selu_derivative,
-                   (-SELU_SCALE * SELU_ALPHA, inf), False, True, True, False, (0.0,)),
+                   (-SELU_SCALE * SELU_ALPHA, inf), False, True, False, False, (0.0,)),
         _gelu("none"),
         _gelu("tanh"),
         Activation("silu", F.silu, nn.SiLU, _silu_derivative, (-0.2785, inf), False, False,

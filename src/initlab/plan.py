@@ -1,0 +1,359 @@
+"""Whole-model initialization: model -> InitPlan (a value you can print, diff, override) -> apply.
+
+``plan(model)`` decides, for every parameter tensor (every gate block of packed RNN
+and attention weights), which scheme fills it, with which gain and fans, and what
+standard deviation results. Nothing changes until ``InitPlan.apply(generator)``.
+
+The default scheme, ``"auto"``, keeps the forward signal's scale (He et al. 2015's
+argument, made exact for any activation): a layer's weights get
+
+    std = g / sqrt(fan_in),    g = 1 / sqrt(E[phi(z)^2]), z ~ N(0, 1)
+
+where phi is the activation that follows the layer (``initlab.graph``) and g its
+exact gain (``initlab.gains``): ReLU gives He init, SELU LeCun normal, a layer with
+no activation after it (the output) gain 1. With ``mode="fan_out"`` the backward
+gain 1/sqrt(E[phi'(z)^2]) is used, which keeps gradients' scale instead.
+Biases are 0; norm layers get weight 1, bias 0; embeddings N(0, 1); LSTM/GRU input
+weights are variance-scaled per gate block, recurrent weights orthogonal per block
+(Saxe et al. 2014), and the LSTM forget-gate bias is 1 (Jozefowicz et al. 2015).
+
+Other schemes: any name of ``initlab.init`` (a scheme whose gain is "auto" receives
+the activation's gain, one with a fixed gain keeps it), ``"torch_default"`` (each
+module's own ``reset_parameters``, seeded from the plan's generator), and
+``"critical"`` (every layer on the critical line of its activation, Schoenholz et al.
+2017, via ``initlab.theory``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from torch import Tensor, nn
+
+from initlab import init as schemes
+from initlab._names import unknown
+from initlab.activations import Activation
+from initlab.gains import gain as activation_gain
+from initlab.graph import LayerGraph, is_weight_layer, layer_graph, matches
+
+PLAN_SCHEMES = ("auto", "torch_default", "critical")
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+_LSTM_FORGET_BIAS = 1.0
+
+Override = str | dict | schemes.Initializer
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """How one parameter tensor (or one gate block of it) is initialized."""
+
+    name: str  # parameter name, with the block's role for packed parameters: "lstm.weight_hh_l0[f]"
+    module_type: str
+    shape: tuple[int, ...]
+    fan_in: int | None
+    fan_out: int | None
+    scheme: str
+    activation: str | None  # the activation that follows the layer
+    gain: float | None
+    std: float | None
+    module: str = ""
+    param: str = ""
+    rows: slice = field(default_factory=lambda: slice(None))
+    groups: int = 1
+    initializer: object = None  # an initlab.init Initializer, or a _ModuleReset
+
+    def describe(self) -> dict:
+        """The row as plain data (what the table shows)."""
+        return {k: getattr(self, k) for k in ("name", "module_type", "shape", "fan_in", "fan_out",
+                                               "scheme", "activation", "gain", "std")}
+
+
+@dataclass(frozen=True)
+class _ModuleReset:
+    """torch's construction-time init of one module, seeded from the plan's generator."""
+
+    module: nn.Module
+
+    def __call__(self, _tensor, *, generator: torch.Generator, **_):
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        devices = [p.device for p in self.module.parameters() if p.device.type == "cuda"]
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            reset = getattr(self.module, "reset_parameters", None) or self.module._reset_parameters
+            reset()
+
+
+@dataclass
+class InitPlan:
+    """A list of PlanRows for one model; ``apply`` fills the parameters in place."""
+
+    model: nn.Module
+    rows: list[PlanRow]
+    graph: LayerGraph
+    scheme: str = "auto"
+
+    def apply(self, generator: torch.Generator | int = 0) -> nn.Module:
+        """Initialize the model as planned, every draw from one generator (or a seed)."""
+        if isinstance(generator, int):
+            generator = torch.Generator().manual_seed(generator)
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for row in self.rows:
+                if row.initializer is None:
+                    continue
+                full = params.get(f"{row.module}.{row.param}".lstrip(".")) if row.param else None
+                target = full[row.rows] if full is not None else None
+                _fill(row, target, generator)
+        return self.model
+
+    def override(self, overrides: Mapping[str | type, Override]) -> InitPlan:
+        """A new plan with the given layers (name globs or module types) re-schemed."""
+        modules = dict(self.model.named_modules())
+        rows = [_override_row(row, modules[row.module], overrides) for row in self.rows]
+        return replace(self, rows=rows)
+
+    def diff(self, other: InitPlan) -> list[tuple[str, dict, dict]]:
+        """Rows whose scheme, gain or std differ between two plans of the same model."""
+        theirs = {r.name: r.describe() for r in other.rows}
+        return [(r.name, r.describe(), theirs.get(r.name, {})) for r in self.rows
+                if r.describe() != theirs.get(r.name)]
+
+    def to_dicts(self) -> list[dict]:
+        return [row.describe() for row in self.rows]
+
+    def __rich__(self) -> Table:
+        table = Table(title=f"InitPlan for {type(self.model).__name__} (scheme={self.scheme})")
+        for column in ("parameter", "module", "shape", "fan_in", "fan_out", "scheme",
+                       "activation", "gain", "std"):
+            table.add_column(column, justify="right" if column in ("gain", "std") else "left")
+        for r in self.rows:
+            table.add_row(escape(r.name), r.module_type, "x".join(map(str, r.shape)),
+                          _fmt(r.fan_in), _fmt(r.fan_out), r.scheme, r.activation or "-",
+                          _fmt(r.gain), _fmt(r.std))
+        return table
+
+    def __str__(self) -> str:
+        console = Console(width=140, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+        console.print(self)
+        return console.export_text()
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _fill(row: PlanRow, target: Tensor | None, generator: torch.Generator) -> None:
+    init = row.initializer
+    if isinstance(init, _ModuleReset):
+        init(None, generator=generator)
+        return
+    fans = schemes.Fans(row.fan_in, row.fan_out) if row.fan_in is not None else None
+    if target.device == generator.device:
+        init(target, fans=fans, gain=row.gain, generator=generator, groups=row.groups)
+    else:  # draw where the generator lives, so the numbers do not depend on the device
+        staged = torch.empty(target.shape, dtype=target.dtype, device=generator.device)
+        target.copy_(init(staged, fans=fans, gain=row.gain, generator=generator,
+                          groups=row.groups))
+
+
+def _scheme_label(init: schemes.Initializer) -> str:
+    config = dict(init.get_config())
+    name = config.pop("name")
+    args = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in config.items())
+    return f"{name}({args})" if args else name
+
+
+def _row(module_name, module, param, block, init, gain, activation, note=None) -> PlanRow:
+    tensor = getattr(module, param)
+    fans = block.fans if block is not None else None
+    gain = gain if _uses_gain(init) else _fixed_gain(init)
+    std = init.std(fans, gain) if fans is not None else None
+    suffix = f"[{block.gate or block.role}]" if block is not None and block.rows != slice(None) \
+        else ""
+    return PlanRow(
+        name=f"{module_name}.{param}{suffix}".lstrip("."), module_type=type(module).__name__,
+        shape=tuple(tensor[block.rows].shape) if block is not None else tuple(tensor.shape),
+        fan_in=fans.fan_in if fans else None, fan_out=fans.fan_out if fans else None,
+        scheme=note or _scheme_label(init), activation=activation.name if activation else None,
+        gain=gain, std=std, module=module_name, param=param,
+        rows=block.rows if block is not None else slice(None), initializer=init,
+        groups=block.groups if block is not None else 1,
+    )
+
+
+def _uses_gain(init: schemes.Initializer) -> bool:
+    return init.get_config().get("gain", "auto") == "auto"
+
+
+def _fixed_gain(init: schemes.Initializer) -> float | None:
+    value = init.get_config().get("gain")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _layer_gain(activation: Activation | None, scheme: str, mode: str, sigma_b2: float) -> float:
+    if scheme == "critical":
+        from initlab.theory import critical_sigma_w2
+
+        return math.sqrt(critical_sigma_w2(activation or "identity", sigma_b2))
+    if activation is None:
+        return 1.0
+    return activation_gain(activation, "backward" if mode == "fan_out" else "forward")
+
+
+class _Planner:
+    """Builds the rows of one plan; one method per kind of module."""
+
+    def __init__(self, model, graph, scheme, mode, zero_output, zero_residual, sigma_b2):
+        self.model, self.graph, self.scheme, self.mode = model, graph, scheme, mode
+        self.zero_output, self.zero_residual, self.sigma_b2 = zero_output, zero_residual, sigma_b2
+        self.weight_init = schemes.get(scheme) if scheme not in PLAN_SCHEMES else schemes.get(
+            "variance_scaling", scale=1.0, mode=mode, distribution="normal", gain="auto")
+        self.zeros = schemes.get("zeros")
+        self.ones = schemes.get("constant", value=1.0)
+        self.bias_init = self.zeros if scheme != "critical" or sigma_b2 == 0 else \
+            schemes.get("normal", std=math.sqrt(sigma_b2))
+
+    def rows(self) -> list[PlanRow]:
+        rows: list[PlanRow] = []
+        for name, module in self.model.named_modules():
+            if not any(True for _ in module.parameters(recurse=False)):
+                continue
+            if self.scheme == "torch_default":
+                rows.append(self._reset(name, module))
+            elif is_weight_layer(module):
+                rows += self._weight_layer(name, module)
+            elif isinstance(module, nn.RNNBase):
+                rows += self._recurrent(name, module)
+            else:
+                rows += self._other(name, module)
+        return rows
+
+    def _reset(self, name: str, module: nn.Module) -> PlanRow:
+        has_reset = hasattr(module, "reset_parameters") or hasattr(module, "_reset_parameters")
+        return PlanRow(name=f"{name}.*".lstrip("."), module_type=type(module).__name__,
+                       shape=(), fan_in=None, fan_out=None,
+                       scheme="torch_default" if has_reset else "keep (no reset_parameters)",
+                       activation=None, gain=None, std=None, module=name,
+                       initializer=_ModuleReset(module) if has_reset else None)
+
+    def _weight_layer(self, name: str, module: nn.Module) -> list[PlanRow]:
+        activation = self.graph.following.get(name)
+        gain = _layer_gain(activation, self.scheme, self.mode, self.sigma_b2)
+        init = self.weight_init
+        if (self.zero_output and name in self.graph.output_layers) or \
+                (self.zero_residual and name in self.graph.residual_ends):
+            init = self.zeros
+        label = self.scheme if init is self.weight_init and self.scheme in PLAN_SCHEMES else None
+        rows = [_row(name, module, "weight", block, init, gain, activation, label)
+                for block in schemes.param_blocks(module, "weight")]
+        if getattr(module, "bias", None) is not None:
+            rows.append(_row(name, module, "bias", None, self.bias_init, None, None))
+        return rows
+
+    def _recurrent(self, name: str, module: nn.RNNBase) -> list[PlanRow]:
+        orthogonal = schemes.get("orthogonal", gain=1.0)
+        rows = []
+        for param, _ in module.named_parameters(recurse=False):
+            for block in schemes.param_blocks(module, param):
+                if param.startswith("weight_hh"):
+                    rows.append(_row(name, module, param, block, orthogonal, 1.0, None))
+                elif param.startswith("weight"):
+                    rows.append(_row(name, module, param, block, self.weight_init, 1.0, None))
+                elif isinstance(module, nn.LSTM) and param.startswith("bias_ih") and \
+                        block.gate == "f":
+                    forget = schemes.get("constant", value=_LSTM_FORGET_BIAS)
+                    rows.append(_row(name, module, param, block, forget, None, None))
+                else:
+                    rows.append(_row(name, module, param, block, self.zeros, None, None))
+        return rows
+
+    def _other(self, name: str, module: nn.Module) -> list[PlanRow]:
+        """Norms, embeddings, attention's packed projections, and anything else (kept)."""
+        rows = []
+        for param, tensor in module.named_parameters(recurse=False):
+            if isinstance(module, _NORMS):
+                init = self.ones if param == "weight" else self.zeros
+                rows.append(_row(name, module, param, None, init, None, None))
+            elif isinstance(module, nn.Embedding):
+                rows.append(_row(name, module, param, None, schemes.get("normal", std=1.0),
+                                 None, None))
+            elif param.endswith("proj_weight"):  # attention's q/k/v projections: linear maps
+                rows += [_row(name, module, param, block, self.weight_init, 1.0, None)
+                         for block in schemes.param_blocks(module, param)]
+            elif param.endswith("proj_bias"):
+                rows.append(_row(name, module, param, None, self.zeros, None, None))
+            else:
+                rows.append(PlanRow(
+                    name=f"{name}.{param}".lstrip("."), module_type=type(module).__name__,
+                    shape=tuple(tensor.shape), fan_in=None, fan_out=None,
+                    scheme="keep (unknown parameter)", activation=None, gain=None, std=None,
+                    module=name, param=param))
+        return rows
+
+
+def _override_row(row: PlanRow, module: nn.Module, overrides) -> PlanRow:
+    """Re-scheme a row whose parameter name matches a key, or a weight row whose module does."""
+    parameter = f"{row.module}.{row.param}".lstrip(".")
+    for key, scheme in overrides.items():
+        by_parameter = isinstance(key, str) and matches(key, parameter, module)
+        by_module = row.fan_in is not None and matches(key, row.module, module)
+        if row.param and (by_parameter or by_module):
+            init = schemes.get(scheme)
+            fans = schemes.Fans(row.fan_in, row.fan_out) if row.fan_in is not None else None
+            gain = row.gain if _uses_gain(init) else _fixed_gain(init)
+            return replace(row, initializer=init, scheme=_scheme_label(init), gain=gain,
+                           std=init.std(fans, gain) if fans else None)
+    return row
+
+
+def plan(
+    model: nn.Module,
+    example_input=None,
+    *,
+    scheme: str = "auto",
+    mode: str = "fan_in",
+    overrides: Mapping[str | type, Override] | None = None,
+    zero_output: bool = False,
+    zero_residual: bool = False,
+    sigma_b2: float = 0.0,
+) -> InitPlan:
+    """Plan the initialization of every parameter of ``model``; nothing changes yet.
+
+    Args:
+        model: any ``nn.Module``.
+        example_input: a batch (or tuple of inputs), used only when ``torch.fx`` cannot
+            trace the model, to find the activations in execution order.
+        scheme: ``"auto"`` (exact gain of the following activation), ``"torch_default"``,
+            ``"critical"``, or any name of ``initlab.init`` (e.g. ``"xavier_uniform"``).
+        mode: ``fan_in`` | ``fan_out`` | ``fan_avg`` for the variance-scaling schemes.
+        overrides: {layer-name glob or module type: scheme}, applied after the base scheme.
+        zero_output: zero the weights of the layers that produce the model's output.
+        zero_residual: zero the last module of each residual branch (the block starts as
+            the identity; Goyal et al. 2017).
+        sigma_b2: bias variance for ``scheme="critical"``.
+    """
+    if scheme not in PLAN_SCHEMES and scheme not in schemes.names():
+        raise unknown("init scheme", scheme, [*PLAN_SCHEMES, *schemes.names()])
+    if mode not in schemes.MODES:
+        raise unknown("fan mode", mode, schemes.MODES)
+    graph = layer_graph(model, example_input)
+    rows = _Planner(model, graph, scheme, mode, zero_output, zero_residual, sigma_b2).rows()
+    result = InitPlan(model, rows, graph, scheme)
+    return result.override(overrides) if overrides else result
+
+
+def init_model(model: nn.Module, example_input=None, *, generator: torch.Generator | int = 0,
+               **plan_options) -> InitPlan:
+    """``plan(model, ...)`` then ``apply(generator)``; returns the plan that was applied."""
+    result = plan(model, example_input, **plan_options)
+    result.apply(generator)
+    return result
