@@ -1,3 +1,3 @@
-from initlab.cli import app
+from initlab.cli import main
 
-app()
+main()

@@ -1,5 +1,6 @@
 """The ``initlab`` command: thin wrappers over the library, one module per command."""
 
-from initlab.cli._app import app
+from initlab.cli import gains  # noqa: F401  (registers its command)
+from initlab.cli._app import app, main
 
-__all__ = ["app"]
+__all__ = ["app", "main"]
