@@ -1,0 +1,247 @@
+r"""Fan-in and fan-out of every parameter, per module kind and per packed block.
+
+A weight's *fan-in* is the number of inputs summed into one output unit, its
+*fan-out* the number of output units one input feeds. Variance-preserving
+initializers divide by them (Glorot & Bengio 2010; He et al. 2015), so a wrong
+fan is a wrong init. PyTorch's generic rule
+(``torch.nn.init._calculate_fan_in_and_fan_out``) reads ``(out, in, *kernel)``
+off any tensor, which is right for ``Linear`` and ungrouped ``ConvNd`` and
+wrong for:
+
+* ``ConvTransposeNd``: stored as ``(in, out/groups, *kernel)``, so the
+  generic rule swaps fan-in and fan-out;
+* grouped and depthwise convolutions: each input channel only feeds the
+  ``out/groups`` outputs of its own group, so fan-out is
+  ``out/groups * prod(kernel)``, not ``out * prod(kernel)``;
+* packed parameters: ``LSTM``/``GRU``/``RNN`` stack one block per gate along
+  dim 0, ``MultiheadAttention.in_proj_weight`` stacks q, k and v. Each block is
+  its own layer with its own fans and is initialized on its own.
+
+:func:`tensor_fans` is the rule for a bare shape; :func:`param_blocks` knows
+the module and splits packed parameters into :class:`Block` s.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from initlab._names import unknown
+
+MODES = ("fan_in", "fan_out", "fan_avg")
+
+_RNN_GATES = {"LSTM": "ifgo", "GRU": "rzn", "RNN_TANH": "", "RNN_RELU": ""}
+_CELL_GATES = {nn.LSTMCell: "ifgo", nn.GRUCell: "rzn", nn.RNNCell: ""}
+_RNN_ROLES = {"ih": "input", "hh": "recurrent", "hr": "projection"}
+_RNN_NAME = re.compile(r"^(weight|bias)_(ih|hh|hr)(_l\d+(_reverse)?)?$")
+_NORMS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
+
+class Fans(NamedTuple):
+    """Fan-in and fan-out of one weight block."""
+
+    fan_in: int
+    fan_out: int
+
+
+class Block(NamedTuple):
+    """One independently initialized part of a parameter.
+
+    ``rows`` selects the rows of dim 0 it covers (``slice(None)``: the whole
+    parameter); ``fans`` are the block's own fans; ``role`` says what it does:
+
+    ``"weight"``      a Linear/Conv/ConvTranspose/Bilinear (or unknown) weight;
+    ``"bias"``        any bias, with the fans of the weight it is added to;
+    ``"embedding"``   an Embedding/EmbeddingBag table;
+    ``"input"``, ``"recurrent"``, ``"projection"``
+                      RNN ``weight_ih``, ``weight_hh``, ``weight_hr`` (LSTM proj_size);
+    ``"q"``, ``"k"``, ``"v"``
+                      the query/key/value projections of MultiheadAttention;
+    ``"elementwise"`` a per-feature scale (norm weights, PReLU slopes, any other
+                      non-bias parameter with fewer than 2 dims): fans (1, 1).
+
+    ``gate`` names the packed part: the LSTM gate ``i f g o``, the GRU gate
+    ``r z n`` (None for a plain RNN), or ``q k v`` for attention.
+    ``groups`` is the convolution's group count (1 elsewhere); the structured
+    schemes (orthogonal, delta_orthogonal, identity) take it at call time.
+    """
+
+    rows: slice
+    fans: Fans
+    role: str
+    gate: str | None = None
+    groups: int = 1
+
+    def of(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The view of ``tensor`` this block covers (writable in place)."""
+        return tensor if tensor.dim() == 0 else tensor[self.rows]
+
+
+def tensor_fans(shape: Sequence[int], *, transposed: bool = False, groups: int = 1) -> Fans:
+    r"""Fans of a weight of the given shape.
+
+    For ``(out, in/groups, *k)`` (Linear, ConvNd) with :math:`r = \prod k`:
+    fan_in :math:`= (in/groups)\, r`, fan_out :math:`= (out/groups)\, r`.
+    With ``transposed=True`` the shape is ConvTransposeNd's
+    ``(in, out/groups, *k)``: fan_in :math:`= (in/groups)\, r`,
+    fan_out :math:`= (out/groups)\, r`. For ``groups=1`` and ``transposed=False``
+    this is exactly ``torch.nn.init._calculate_fan_in_and_fan_out``.
+
+    Stride is not part of the fans, by the common convention (torch, JAX, Keras).
+
+    Raises:
+        ValueError: fewer than 2 dims (no fan-in/fan-out to speak of), or a
+            ``groups`` that does not divide the grouped dimension.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"fans need a weight with at least 2 dims (out, in, *kernel); got shape {shape}"
+        )
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if shape[0] % groups:
+        raise ValueError(f"groups={groups} does not divide dim 0 of shape {shape}")
+    receptive = math.prod(shape[2:])
+    grouped, other = shape[0] // groups * receptive, shape[1] * receptive
+    return Fans(grouped, other) if transposed else Fans(other, grouped)
+
+
+def fan_count(fans: Fans, mode: str) -> float:
+    """The number a variance-scaling scheme divides by: fan_in, fan_out or their mean."""
+    if mode == "fan_in":
+        return fans.fan_in
+    if mode == "fan_out":
+        return fans.fan_out
+    if mode == "fan_avg":
+        return (fans.fan_in + fans.fan_out) / 2
+    raise unknown("fan mode", mode, MODES)
+
+
+def param_blocks(module: nn.Module, param_name: str) -> list[Block]:
+    """The blocks of ``module``'s parameter ``param_name`` (dotted names allowed).
+
+    Per module kind:
+
+    * ConvNd: :func:`tensor_fans` with the module's groups (grouped/depthwise right);
+    * ConvTransposeNd: the same with ``transposed=True``;
+    * Embedding/EmbeddingBag: fans ``(1, embedding_dim)``. A lookup is a Linear
+      layer on a one-hot vector, which has exactly one non-zero input, so each
+      output sums one weight: fan_in = 1, and fan-in scaling gives N(0, 1), the
+      PyTorch default. (PyTorch's generic rule reads ``(num, dim)`` as
+      fan_in = dim, fan_out = num; Flax scales by 1/sqrt(dim) for the same reason.)
+    * RNN/LSTM/GRU (and their cells): ``weight_ih*``, ``weight_hh*``, ``bias_*``
+      split per gate (LSTM ``i f g o``, GRU ``r z n``, RNN one block), each gate
+      block with fans ``(columns, hidden)``; LSTM ``weight_hr*`` one block;
+    * MultiheadAttention: ``in_proj_weight``/``in_proj_bias`` split into q, k, v;
+      ``q_proj_weight``/``k_proj_weight``/``v_proj_weight`` (kdim or vdim !=
+      embed_dim) one block each; ``out_proj`` is a Linear;
+    * norm layers and PReLU: role ``"elementwise"`` (or ``"bias"``), fans (1, 1);
+    * anything else: a bias gets its module's ``weight`` fans; a >= 2-dim
+      parameter gets :func:`tensor_fans` (Linear, Bilinear, custom modules).
+    """
+    owner, leaf = _resolve(module, param_name)
+    tensor = _tensor(owner, leaf)
+    if isinstance(owner, nn.RNNBase | nn.RNNCellBase) and _RNN_NAME.match(leaf):
+        return _rnn_blocks(owner, leaf)
+    if isinstance(owner, nn.MultiheadAttention):
+        return _attention_blocks(owner, leaf)
+    if isinstance(owner, _NORMS + (nn.PReLU,)):
+        return [Block(slice(None), Fans(1, 1), _role(leaf, "elementwise"))]
+    if leaf.endswith("bias"):
+        return [Block(slice(None), _weight_fans(owner), "bias")]
+    if isinstance(owner, nn.Embedding | nn.EmbeddingBag) and leaf == "weight":
+        return [Block(slice(None), Fans(1, tensor.shape[1]), "embedding")]
+    if tensor.dim() < 2:
+        return [Block(slice(None), Fans(1, 1), "elementwise")]
+    return [Block(slice(None), _module_fans(owner, leaf), "weight", None, _groups(owner, leaf))]
+
+
+def _resolve(module: nn.Module, param_name: str) -> tuple[nn.Module, str]:
+    prefix, _, leaf = param_name.rpartition(".")
+    try:
+        return (module.get_submodule(prefix) if prefix else module), leaf
+    except AttributeError:
+        raise unknown("submodule", prefix, (n for n, _ in module.named_modules() if n)) from None
+
+
+def _tensor(owner: nn.Module, leaf: str) -> torch.Tensor:
+    tensor = getattr(owner, leaf, None)
+    if not isinstance(tensor, torch.Tensor):
+        own = (n for n, _ in owner.named_parameters(recurse=False))
+        raise unknown(f"parameter of {type(owner).__name__}", leaf, own)
+    if isinstance(tensor, nn.parameter.UninitializedParameter):
+        raise ValueError(
+            f"{type(owner).__name__}.{leaf} is uninitialized (lazy module); "
+            "run one forward pass before asking for its fans"
+        )
+    return tensor
+
+
+def _role(leaf: str, otherwise: str) -> str:
+    return "bias" if leaf.endswith("bias") else otherwise
+
+
+def _groups(owner: nn.Module, leaf: str) -> int:
+    is_conv = isinstance(owner, nn.modules.conv._ConvNd) and leaf == "weight"
+    return owner.groups if is_conv else 1
+
+
+def _module_fans(owner: nn.Module, leaf: str) -> Fans:
+    """Fans of a >= 2-dim weight, knowing the module's conv layout."""
+    shape = getattr(owner, leaf).shape
+    transposed = isinstance(owner, nn.modules.conv._ConvTransposeNd) and leaf == "weight"
+    return tensor_fans(shape, transposed=transposed, groups=_groups(owner, leaf))
+
+
+def _weight_fans(owner: nn.Module) -> Fans:
+    """Fans for a bias: those of the weight it is added to, (1, 1) without one."""
+    weight = getattr(owner, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+        if isinstance(owner, nn.Embedding | nn.EmbeddingBag):
+            return Fans(1, weight.shape[1])
+        return _module_fans(owner, "weight")
+    return Fans(1, 1)
+
+
+def _split(rows: int, parts: Sequence[tuple[str, Fans, str | None]]) -> list[Block]:
+    """Equal consecutive row blocks, one per ``(role, fans, gate)`` part."""
+    size = rows // len(parts)
+    return [
+        Block(slice(i * size, (i + 1) * size), fans, role, gate)
+        for i, (role, fans, gate) in enumerate(parts)
+    ]
+
+
+def _rnn_blocks(owner: nn.Module, leaf: str) -> list[Block]:
+    kind, part = leaf.split("_")[:2]
+    gates = _RNN_GATES[owner.mode] if isinstance(owner, nn.RNNBase) else _CELL_GATES[type(owner)]
+    if part == "hr" or not gates:
+        gates = [None]
+    weight = getattr(owner, "weight" + leaf[len(kind) :])
+    fans = Fans(weight.shape[1], weight.shape[0] // len(gates))
+    role = "bias" if kind == "bias" else _RNN_ROLES[part]
+    return _split(weight.shape[0], [(role, fans, gate) for gate in gates])
+
+
+def _attention_blocks(owner: nn.MultiheadAttention, leaf: str) -> list[Block]:
+    if owner.in_proj_weight is not None:
+        fans = dict.fromkeys("qkv", Fans(owner.embed_dim, owner.embed_dim))
+    else:
+        fans = {p: tensor_fans(getattr(owner, f"{p}_proj_weight").shape) for p in "qkv"}
+    if leaf in ("in_proj_weight", "in_proj_bias"):
+        parts = [(_role(leaf, p), fans[p], p) for p in "qkv"]
+        return _split(3 * owner.embed_dim, parts)
+    if leaf in ("bias_k", "bias_v"):
+        return [Block(slice(None), fans[leaf[-1]], "bias", leaf[-1])]
+    return [Block(slice(None), fans[leaf[0]], leaf[0], leaf[0])]

@@ -1,0 +1,318 @@
+"""Fans and packed blocks per module kind, against hand-computed values and
+against fans *measured* by running the real module (ones in, ones as weights)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initlab.init import Block, Fans, param_blocks, tensor_fans
+
+torch_fans = nn.init._calculate_fan_in_and_fan_out
+
+
+# --------------------------------------------------------------------------- tensor_fans
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (4, 3, 5), (8, 4, 3, 3), (8, 4, 2, 3, 3), (7, 1)])
+def test_tensor_fans_match_torch_for_ungrouped_weights(shape):
+    assert tensor_fans(shape) == Fans(*torch_fans(torch.empty(shape)))
+
+
+def test_tensor_fans_grouped_and_transposed_by_hand():
+    # Conv2d(6, 12, 3, groups=3) weight (12, 2, 3, 3): in/g * 9 = 18, out/g * 9 = 36
+    assert tensor_fans((12, 2, 3, 3), groups=3) == Fans(18, 36)
+    # ConvTranspose2d(6, 12, 3, groups=3) weight (6, 4, 3, 3): in/g * 9 = 18, out/g * 9 = 36
+    assert tensor_fans((6, 4, 3, 3), transposed=True, groups=3) == Fans(18, 36)
+
+
+@pytest.mark.parametrize("shape", [(), (5,)])
+def test_tensor_fans_refuse_fewer_than_two_dims_naming_the_shape(shape):
+    with pytest.raises(ValueError, match=re_shape(shape)):
+        tensor_fans(shape)
+
+
+def test_tensor_fans_refuse_groups_that_do_not_divide():
+    with pytest.raises(ValueError, match="groups=4"):
+        tensor_fans((6, 2, 3), groups=4)
+    with pytest.raises(ValueError, match="positive int"):
+        tensor_fans((6, 2, 3), groups=0)
+
+
+def re_shape(shape: tuple[int, ...]) -> str:
+    return str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")
+
+
+# --------------------------------------------------------------------------- measured fans
+
+
+def measured_fans(module: nn.Module, channels_in: int, spatial: int, kernel: int) -> Fans:
+    """Fans counted by the module itself: with every weight and input equal to 1 and
+    no bias, an interior output equals the number of weights summed into it
+    (fan-in), and the gradient of sum(outputs) at an interior input equals the
+    number of (output, tap) pairs it feeds (fan-out)."""
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    x = torch.ones(1, channels_in, *([3 * kernel] * spatial), requires_grad=True)
+    y = module(x)
+    y.sum().backward()
+    centre_y = (0, 0, *(n // 2 for n in y.shape[2:]))
+    centre_x = (0, 0, *(n // 2 for n in x.shape[2:]))
+    return Fans(round(y[centre_y].item()), round(x.grad[centre_x].item()))
+
+
+CONVS = [
+    pytest.param(lambda: nn.Conv1d(4, 6, 5, bias=False), 4, 1, 5, id="conv1d"),
+    pytest.param(lambda: nn.Conv2d(6, 12, 3, groups=3, bias=False), 6, 2, 3, id="conv2d-grouped"),
+    pytest.param(lambda: nn.Conv2d(8, 16, 3, groups=8, bias=False), 8, 2, 3, id="depthwise"),
+    pytest.param(lambda: nn.Conv3d(2, 4, 3, bias=False), 2, 3, 3, id="conv3d"),
+    pytest.param(lambda: nn.ConvTranspose1d(4, 6, 5, bias=False), 4, 1, 5, id="convT1d"),
+    pytest.param(
+        lambda: nn.ConvTranspose2d(6, 12, 3, groups=3, bias=False), 6, 2, 3, id="convT2d-grouped"
+    ),
+    pytest.param(lambda: nn.ConvTranspose3d(2, 4, 3, bias=False), 2, 3, 3, id="convT3d"),
+]
+
+
+@pytest.mark.parametrize(("make", "channels_in", "spatial", "kernel"), CONVS)
+def test_conv_fans_equal_the_fans_the_module_computes_with(make, channels_in, spatial, kernel):
+    module = make()
+    (block,) = param_blocks(module, "weight")
+    assert block.fans == measured_fans(module, channels_in, spatial, kernel)
+    assert block.groups == module.groups
+
+
+def test_linear_fans_equal_measured():
+    linear = nn.Linear(20, 30, bias=False)
+    with torch.no_grad():
+        linear.weight.fill_(1.0)
+    x = torch.ones(1, 20, requires_grad=True)
+    linear(x).sum().backward()
+    measured = Fans(round(linear(x)[0, 0].item()), round(x.grad[0, 0].item()))
+    assert param_blocks(linear, "weight") == [Block(slice(None), measured, "weight")]
+
+
+def test_embedding_fans_are_those_of_a_linear_layer_on_one_hot_inputs():
+    embedding = nn.Embedding(100, 16)
+    one_hot = F.one_hot(torch.tensor([7]), 100).float().requires_grad_()
+    y = one_hot @ torch.ones_like(embedding.weight)  # what embedding(7) computes
+    y.sum().backward()
+    measured = Fans(round(y[0, 0].item()), round(one_hot.grad[0, 7].item()))
+    assert measured == Fans(1, 16)
+    assert param_blocks(embedding, "weight") == [Block(slice(None), measured, "embedding")]
+
+
+# --------------------------------------------------------------------------- hand values
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "fans", "groups", "torch_says"),
+    [
+        (nn.Linear(20, 30), "weight", Fans(20, 30), 1, (20, 30)),
+        (nn.Bilinear(5, 7, 3), "weight", Fans(35, 21), 1, (35, 21)),
+        (nn.Conv2d(6, 12, (3, 5), groups=3), "weight", Fans(30, 60), 3, (30, 180)),
+        (nn.Conv2d(8, 16, 3, groups=8), "weight", Fans(9, 18), 8, (9, 144)),
+        (nn.ConvTranspose1d(4, 6, 5), "weight", Fans(20, 30), 1, (30, 20)),
+        (nn.ConvTranspose2d(6, 12, 3, groups=3), "weight", Fans(18, 36), 3, (36, 54)),
+        (nn.Embedding(100, 16), "weight", Fans(1, 16), 1, (16, 100)),
+    ],
+)
+def test_fans_by_hand_and_where_torch_differs(module, name, fans, groups, torch_says):
+    (block,) = param_blocks(module, name)
+    assert (block.fans, block.groups) == (fans, groups)
+    assert torch_fans(getattr(module, name)) == torch_says
+
+
+def test_bias_gets_the_fans_of_its_weight():
+    conv = nn.ConvTranspose2d(6, 12, 3, groups=3)
+    assert param_blocks(conv, "bias") == [Block(slice(None), Fans(18, 36), "bias")]
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "role"),
+    [
+        (nn.LayerNorm((4, 5)), "weight", "elementwise"),
+        (nn.LayerNorm(5), "bias", "bias"),
+        (nn.BatchNorm2d(3), "weight", "elementwise"),
+        (nn.GroupNorm(2, 4), "bias", "bias"),
+        (nn.PReLU(3), "weight", "elementwise"),
+    ],
+)
+def test_per_feature_parameters_have_unit_fans(module, name, role):
+    assert param_blocks(module, name) == [Block(slice(None), Fans(1, 1), role)]
+
+
+# --------------------------------------------------------------------------- RNN blocks
+
+
+def test_lstm_blocks_per_gate_layer_and_direction():
+    lstm = nn.LSTM(10, 20, num_layers=2, bidirectional=True)
+    gates = ["i", "f", "g", "o"]
+    rows = [slice(0, 20), slice(20, 40), slice(40, 60), slice(60, 80)]
+    expected = {
+        "weight_ih_l0": ("input", Fans(10, 20)),
+        "weight_hh_l0_reverse": ("recurrent", Fans(20, 20)),
+        "weight_ih_l1": ("input", Fans(40, 20)),  # both directions of layer 0 feed it
+        "weight_ih_l1_reverse": ("input", Fans(40, 20)),
+        "bias_hh_l1": ("bias", Fans(20, 20)),
+        "bias_ih_l1_reverse": ("bias", Fans(40, 20)),
+    }
+    for name, (role, fans) in expected.items():
+        assert param_blocks(lstm, name) == [
+            Block(r, fans, role, g) for r, g in zip(rows, gates, strict=True)
+        ]
+
+
+def test_lstm_with_projection():
+    lstm = nn.LSTM(10, 20, proj_size=5)
+    assert {b.fans for b in param_blocks(lstm, "weight_hh_l0")} == {Fans(5, 20)}
+    assert param_blocks(lstm, "weight_hr_l0") == [
+        Block(slice(0, 5), Fans(20, 5), "projection", None)
+    ]
+
+
+def test_gru_rnn_and_cells():
+    assert [b.gate for b in param_blocks(nn.GRU(3, 4), "weight_ih_l0")] == ["r", "z", "n"]
+    assert param_blocks(nn.RNN(3, 4, num_layers=2), "weight_ih_l1") == [
+        Block(slice(0, 4), Fans(4, 4), "input", None)
+    ]
+    assert [b.fans for b in param_blocks(nn.LSTMCell(3, 4), "weight_ih")] == [Fans(3, 4)] * 4
+    assert [b.rows for b in param_blocks(nn.GRUCell(3, 4), "bias_hh")] == [
+        slice(0, 4),
+        slice(4, 8),
+        slice(8, 12),
+    ]
+    assert param_blocks(nn.RNNCell(3, 4), "weight_hh") == [
+        Block(slice(0, 4), Fans(4, 4), "recurrent", None)
+    ]
+
+
+def gate_bias(module: nn.Module, name: str, values: dict[str, float]) -> None:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+        bias = getattr(module, name)
+        for block in param_blocks(module, name):
+            block.of(bias).fill_(values[block.gate])
+
+
+def test_lstm_gate_labels_drive_the_gates_they_name():
+    # Forget gate open, input gate shut, output gate open, zero weights:
+    # c1 = 1 * c0 + 0 * g = c0 and h1 = tanh(c0). Any swapped label breaks it.
+    lstm = nn.LSTM(2, 3)
+    gate_bias(lstm, "bias_ih_l0", {"i": -50.0, "f": 50.0, "g": 50.0, "o": 50.0})
+    c0 = torch.full((1, 1, 3), 0.7)
+    _, (h1, c1) = lstm(torch.zeros(1, 1, 2), (torch.zeros(1, 1, 3), c0))
+    torch.testing.assert_close(c1, c0)
+    torch.testing.assert_close(h1, torch.tanh(c0))
+
+
+def test_gru_gate_labels_drive_the_gates_they_name():
+    # Update gate z saturated at 1 keeps the state: h1 = z * h0 + (1 - z) * n = h0.
+    gru = nn.GRU(2, 3)
+    gate_bias(gru, "bias_hh_l0", {"r": 0.0, "z": 50.0, "n": 5.0})
+    h0 = torch.full((1, 1, 3), -0.4)
+    _, h1 = gru(torch.zeros(1, 1, 2), h0)
+    torch.testing.assert_close(h1, h0)
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def test_attention_in_proj_split_into_q_k_v():
+    mha = nn.MultiheadAttention(16, 4)
+    rows = [slice(0, 16), slice(16, 32), slice(32, 48)]
+    assert param_blocks(mha, "in_proj_weight") == [
+        Block(r, Fans(16, 16), g, g) for r, g in zip(rows, "qkv", strict=True)
+    ]
+    assert [b.role for b in param_blocks(mha, "in_proj_bias")] == ["bias"] * 3
+    assert param_blocks(mha, "out_proj.weight") == [Block(slice(None), Fans(16, 16), "weight")]
+
+
+def test_attention_with_kdim_and_vdim():
+    mha = nn.MultiheadAttention(16, 4, kdim=8, vdim=12, add_bias_kv=True)
+    fans = {"q": Fans(16, 16), "k": Fans(8, 16), "v": Fans(12, 16)}
+    for p in "qkv":
+        assert param_blocks(mha, f"{p}_proj_weight") == [Block(slice(None), fans[p], p, p)]
+    assert [(b.gate, b.fans) for b in param_blocks(mha, "in_proj_bias")] == list(fans.items())
+    assert param_blocks(mha, "bias_k") == [Block(slice(None), fans["k"], "bias", "k")]
+
+
+# --------------------------------------------------------------------------- whole models
+
+
+class Custom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(6, 4, 5))
+        self.bias = nn.Parameter(torch.empty(6))
+        self.temperature = nn.Parameter(torch.empty(()))
+
+
+MODELS = {
+    "transformer": lambda: nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2
+    ),
+    "lstm-bi-proj": lambda: nn.LSTM(8, 12, num_layers=2, bidirectional=True, proj_size=4),
+    "cnn": lambda: nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.ConvTranspose2d(8, 4, 2, stride=2)
+    ),
+    "custom": Custom,
+}
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_blocks_tile_every_parameter_exactly_once(make):
+    model = make()
+    for name, param in model.named_parameters():
+        covered = torch.zeros(param.shape[0] if param.dim() else 1)
+        for block in param_blocks(model, name):
+            covered[block.rows] += 1
+            assert block.fans.fan_in > 0 and block.fans.fan_out > 0
+        assert (covered == 1).all(), name
+
+
+def test_unknown_module_uses_generic_rules():
+    custom = Custom()
+    assert param_blocks(custom, "weight") == [Block(slice(None), Fans(20, 30), "weight")]
+    assert param_blocks(custom, "bias")[0].fans == Fans(20, 30)
+    (scalar,) = param_blocks(custom, "temperature")
+    assert (scalar.role, scalar.fans) == ("elementwise", Fans(1, 1))
+    scalar.of(custom.temperature).data.fill_(3.0)  # a 0-dim view still writes through
+    assert custom.temperature.item() == 3.0
+
+
+def test_block_view_writes_into_the_parameter():
+    gru = nn.GRU(3, 4)
+    n_block = param_blocks(gru, "weight_hh_l0")[2]
+    with torch.no_grad():
+        n_block.of(gru.weight_hh_l0).fill_(2.0)
+    assert (gru.weight_hh_l0[8:] == 2.0).all() and (gru.weight_hh_l0[:8] != 2.0).all()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_unknown_parameter_names_the_closest():
+    with pytest.raises(ValueError, match="did you mean 'weight'"):
+        param_blocks(nn.Linear(2, 3), "wieght")
+    with pytest.raises(ValueError, match="did you mean 'out_proj'"):
+        param_blocks(nn.MultiheadAttention(8, 2), "out_prj.weight")
+
+
+def test_lazy_parameters_are_refused_with_a_reason():
+    with pytest.raises(ValueError, match="lazy"):
+        param_blocks(nn.LazyLinear(4), "weight")
+
+
+def test_fan_counts_by_mode():
+    from initlab.init import fan_count
+
+    assert [fan_count(Fans(3, 5), m) for m in ("fan_in", "fan_out", "fan_avg")] == [3, 5, 4]
+    with pytest.raises(ValueError, match="did you mean 'fan_avg'"):
+        fan_count(Fans(3, 5), "fan_average")
+    assert math.isclose(fan_count(Fans(3, 4), "fan_avg"), 3.5)
