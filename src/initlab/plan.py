@@ -110,6 +110,9 @@ class InitPlan:
                 full = params.get(f"{row.module}.{row.param}".lstrip(".")) if row.param else None
                 target = full[row.rows] if full is not None else None
                 _fill(row, target, generator)
+            for module in self.model.modules():  # torch's convention: the padding row is 0
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
         return self.model
 
     def override(self, overrides: Mapping[str | type, Override]) -> InitPlan:
@@ -174,19 +177,21 @@ def _scheme_label(init: schemes.Initializer) -> str:
 
 def _row(module_name, module, param, block, init, gain, activation, note=None) -> PlanRow:
     tensor = getattr(module, param)
+    part = block.of(tensor) if block is not None else tensor
     fans = block.fans if block is not None else None
+    groups = block.groups if block is not None else 1
     gain = gain if _uses_gain(init) else _fixed_gain(init)
-    std = init.std(fans, gain) if fans is not None else None
+    std = init.std(fans, gain, shape=part.shape, groups=groups) if fans is not None else None
     suffix = f"[{block.gate or block.role}]" if block is not None and block.rows != slice(None) \
         else ""
     return PlanRow(
         name=f"{module_name}.{param}{suffix}".lstrip("."), module_type=type(module).__name__,
-        shape=tuple(tensor[block.rows].shape) if block is not None else tuple(tensor.shape),
+        shape=tuple(part.shape),
         fan_in=fans.fan_in if fans else None, fan_out=fans.fan_out if fans else None,
         scheme=note or _scheme_label(init), activation=activation.name if activation else None,
         gain=gain, std=std, module=module_name, param=param,
         rows=block.rows if block is not None else slice(None), initializer=init,
-        groups=block.groups if block is not None else 1,
+        groups=groups,
     )
 
 
