@@ -408,3 +408,15 @@ def test_unknown_scheme_names_the_closest_match():
         P.plan(model, overrides={"0": "xavier_unifrom"})
     with pytest.raises(ValueError, match=r"did you mean 'fan_in'\?"):
         P.plan(model, mode="fan_inn")
+
+
+@pytest.mark.xfail(strict=True, reason="plan.py plan(): the scheme check accepts only canonical "
+                   "names, so aliases ('kaiming_normal') and Initializer objects are rejected")
+@pytest.mark.parametrize("scheme", ["kaiming_normal", "glorot_uniform", "he_normal_object"])
+def test_scheme_aliases_and_initializers_are_accepted(scheme):
+    from initlab import init
+
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    spec = init.get("he_normal") if scheme == "he_normal_object" else scheme
+    expected = init.get(spec).std(init.Fans(16, 8))
+    assert _rows(P.plan(model, scheme=spec))["0.weight"].std == pytest.approx(expected)
