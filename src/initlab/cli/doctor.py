@@ -1,0 +1,127 @@
+"""``initlab doctor``: diagnose a model's initialization on one batch, show the fix."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from initlab.cli._app import app
+from initlab.cli._loading import ModelLoadError, load_model
+from initlab.probe import diagnose
+from initlab.probe.plots import profile_figure, save, write_html
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: object, code: int = 2) -> typer.Exit:
+    err.print("[red]error:[/red]", escape(str(message)), highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"64,784"`` -> (64, 784); a ValueError naming the bad text otherwise."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"--input-shape {text!r} must be a batch size and the example's shape, "
+                         "comma-separated positive integers, e.g. 64,784 or 32,3,32,32")
+    return shape
+
+
+def _batch(shape: tuple[int, ...], data: str | None, seed: int, device: str):
+    """Inputs (and targets, with ``data``) of ``shape``: a data set's first examples or N(0, 1)."""
+    if data is None:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(shape, generator=generator).to(device), None
+    from initlab.data import load
+
+    dataset = load(data, seed=seed, limit=shape[0])
+    x, y = dataset.x_train[:shape[0]], dataset.y_train[:shape[0]]
+    if len(x) < shape[0]:
+        raise ValueError(f"{dataset.name} has {len(x)} training examples, fewer than the batch "
+                         f"size {shape[0]} of --input-shape")
+    want, have = math.prod(shape[1:]), math.prod(dataset.input_shape)
+    if want != have:
+        raise ValueError(f"--input-shape {','.join(map(str, shape))} wants {want} values per "
+                         f"example; {dataset.name} examples are "
+                         f"{'x'.join(map(str, dataset.input_shape))} ({have} values)")
+    return x.reshape(shape).to(device), y.to(device)
+
+
+@app.command()
+def doctor(
+    model: Annotated[str, typer.Argument(
+        help="the model: FILE.py:factory or package.module:factory (called with no arguments)")],
+    input_shape: Annotated[str, typer.Option(help="batch shape, e.g. 64,784 or 32,3,32,32")],
+    data: Annotated[str | None, typer.Option(
+        help="take the batch and its labels from a data set (digits, fashion-mnist, ...); "
+             "default: N(0, 1) inputs and a random projection as the loss")] = None,
+    html: Annotated[Path | None, typer.Option(help="write an HTML report with the profiles")]
+    = None,
+    png: Annotated[Path | None, typer.Option(help="write the per-layer profiles as PNG")] = None,
+    fix: Annotated[bool, typer.Option(help="apply the proposed init plan and diagnose again")]
+    = False,
+    save_to: Annotated[Path | None, typer.Option("--save", help="with --fix: write the fixed "
+                                                 "model's state_dict here (torch.save)")] = None,
+    seed: Annotated[int, typer.Option(help="seeds the batch, the loss projection and the fix")]
+    = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    eval_mode: Annotated[bool, typer.Option("--eval", help="probe in eval mode (BatchNorm "
+                                            "running statistics) instead of training mode")]
+    = False,
+) -> None:
+    """Diagnose MODEL's initialization on one batch: per-layer statistics, a verdict
+    (healthy, vanishing, exploding, saturated, dead) and a fix as an init plan.
+
+    Example: initlab doctor my_net.py:build --input-shape 64,784 --png profile.png
+    """
+    if save_to is not None and not fix:
+        raise _fail("--save writes the fixed model: give --fix too")
+    try:
+        shape = parse_shape(input_shape)
+        net = load_model(model).to(device)
+        x, y = _batch(shape, data, seed, device)
+        report = diagnose(net, x, y, train=not eval_mode, seed=seed)
+    except ModelLoadError as error:
+        raise _fail(error) from None
+    except (ValueError, LookupError, OSError) as error:
+        raise _fail(error) from None
+    out.print(report)
+    if png is not None:
+        save(profile_figure(report), png)
+        out.print(f"wrote {png}", highlight=False)
+    if html is not None:
+        write_html(report, html)
+        out.print(f"wrote {html}", highlight=False)
+    if report.fixes is None:
+        out.print("no fix needed", highlight=False)
+    else:
+        out.print("proposed fix:", highlight=False)
+        for note in report.fix_notes:
+            out.print(f"  - {note}", highlight=False, markup=False)
+        out.print(report.fixes)
+    if fix:
+        _apply(report, x, y, seed, eval_mode, save_to)
+
+
+def _apply(report, x, y, seed: int, eval_mode: bool, save_to: Path | None) -> None:
+    if report.fixes is not None:
+        report.fixes.apply(seed)
+        after = diagnose(report.model, x, y, train=not eval_mode, seed=seed)
+        out.print(f"after the fix: {after.verdict}: {after.reason}", highlight=False,
+                  markup=False)
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(report.model.state_dict(), save_to)
+        out.print(f"wrote {save_to} (state_dict"
+                  f"{', unchanged: nothing to fix' if report.fixes is None else ''})",
+                  highlight=False)

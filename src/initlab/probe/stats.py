@@ -1,0 +1,120 @@
+"""Summary statistics of one tensor, computed on its device without a host sync.
+
+``forward_stats(y, facts)`` returns one float64 vector on ``y``'s device with the
+fields ``FIELDS``:
+
+* ``mean``, ``std`` (population, ``correction=0``), ``rms`` = sqrt(mean(y^2));
+* percentiles ``p01, p25, p50, p75, p99`` of an evenly strided sample of at most
+  ``sample`` elements (deterministic: no random draw; the 1% quantile of 16384
+  elements has a standard error of about 0.0008 in probability);
+* ``zero``: fraction of elements exactly 0;
+* ``dead``: fraction of units (positions in every dimension but the batch
+  dimension 0) that are exactly 0 for every example of the batch; NaN unless the
+  activation can output exact zeros (``Facts.dead_capable``);
+* ``saturated``: fraction of elements outside the activation's open band
+  ``Activation.saturation`` = (lo, hi), i.e. y <= lo or y >= hi; NaN without a band.
+
+``facts(act)`` holds what the verdicts compare these with: for z ~ N(0, 1),
+``live = P(phi(z) != 0)`` and ``responsive = P(lo < phi(z) < hi)``, integrated
+exactly cell by cell against the normal CDF on a grid of 48,000 cells over
+[-12, 12] (error below 2e-4; tests check ReLU's 1/2 and tanh's closed form).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from initlab.activations import Activation
+
+FIELDS = ("mean", "std", "rms", "p01", "p25", "p50", "p75", "p99", "zero", "dead", "saturated")
+PERCENTILES = (0.01, 0.25, 0.50, 0.75, 0.99)
+SAMPLE = 16384
+_GRID_CELLS = 48_000
+_REACH = 12.0
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the statistics and the verdicts need to know about a site's activation."""
+
+    dead_capable: bool = False  # phi is exactly 0 on an interval (ReLU-like)
+    band: tuple[float, float] | None = None  # outside it a unit is saturated
+    live: float | None = None  # P(phi(z) != 0), z ~ N(0, 1)
+    responsive: float | None = None  # P(lo < phi(z) < hi), z ~ N(0, 1)
+
+
+NO_FACTS = Facts()
+_CACHE: dict[tuple, Facts] = {}
+
+
+@lru_cache(maxsize=1)
+def _normal_cells() -> tuple[Tensor, Tensor]:
+    """Cell midpoints and the N(0, 1) probability of each cell."""
+    edges = torch.linspace(-_REACH, _REACH, _GRID_CELLS + 1, dtype=torch.float64)
+    cdf = 0.5 * torch.erfc(-edges / math.sqrt(2))
+    return (edges[1:] + edges[:-1]) / 2, cdf[1:] - cdf[:-1]
+
+
+def facts(act: Activation | None) -> Facts:
+    """The facts of ``act`` (cached per activation and parameters)."""
+    if act is None:
+        return NO_FACTS
+    key = (act.name, tuple(sorted(act.params.items())), act.saturation)
+    if key not in _CACHE:
+        mid, mass = _normal_cells()
+        with torch.no_grad():
+            y = act.fn(mid)
+        p_zero = float(mass[y == 0].sum())
+        band = act.saturation
+        responsive = float(mass[(y > band[0]) & (y < band[1])].sum()) if band else None
+        _CACHE[key] = Facts(p_zero > 1e-4, band, 1.0 - p_zero, responsive)
+    return _CACHE[key]
+
+
+def as_float(y: Tensor) -> Tensor:
+    y = y.detach()
+    return y if y.dtype in (torch.float32, torch.float64) else y.float()
+
+
+def forward_stats(y: Tensor, site_facts: Facts = NO_FACTS, sample: int = SAMPLE) -> Tensor:
+    """The ``FIELDS`` of ``y`` as a float64 vector on ``y``'s device (see module doc)."""
+    with torch.no_grad():
+        z = as_float(y)
+        flat = z.reshape(-1)
+        n = flat.numel()
+        if n == 0 or not z.is_floating_point():
+            return torch.full((len(FIELDS),), math.nan, dtype=torch.float64, device=y.device)
+        std, mean = torch.std_mean(flat, correction=0)
+        rms = torch.linalg.vector_norm(flat) / math.sqrt(n)
+        strided = flat[:: max(1, math.ceil(n / sample))]
+        q = torch.quantile(strided, torch.tensor(PERCENTILES, dtype=flat.dtype, device=y.device))
+        nan = torch.full((), math.nan, dtype=flat.dtype, device=y.device)
+        zero = (flat == 0).sum() / n
+        dead = nan
+        if site_facts.dead_capable and z.ndim >= 2:
+            dead = 1 - (z != 0).flatten(1).any(0).to(flat.dtype).mean()
+        saturated = nan
+        if site_facts.band is not None:
+            lo, hi = site_facts.band
+            saturated = ((flat <= lo) | (flat >= hi)).sum() / n
+        head = torch.stack([mean, std, rms]).to(flat.dtype)
+        tail = torch.stack([zero.to(flat.dtype), dead, saturated.to(flat.dtype)])
+        return torch.cat([head, q, tail]).to(torch.float64)
+
+
+def norm(tensors: list[Tensor]) -> Tensor:
+    """The Euclidean norm of several tensors taken as one vector (float64, on device)."""
+    with torch.no_grad():
+        parts = [torch.linalg.vector_norm(as_float(t)).to(torch.float64) for t in tensors]
+        return torch.linalg.vector_norm(torch.stack(parts))
+
+
+def histogram(y: Tensor, bins: int, lo: float, hi: float) -> Tensor:
+    """Counts of ``y``'s elements in ``bins`` equal bins over [lo, hi] (outside: dropped)."""
+    with torch.no_grad():
+        return torch.histc(as_float(y).reshape(-1), bins=bins, min=lo, max=hi)
