@@ -19,7 +19,11 @@ Also printed, to locate any gap: the raw cost of filling every parameter with ``
 and with ``uniform_`` (the floor each side's distribution sets), and construction from
 scratch. Target: plan + apply <= 1.5 x torch init.
 
-    python benchmarks/init_speed.py [--repeats 5] [--profile]
+    python benchmarks/init_speed.py [--repeats 5] [--profile] [--device cuda]
+
+With ``--device cuda`` the model lives on the GPU, torch's init draws from the CUDA RNG and
+initlab's apply from a CUDA generator; a CPU generator (numbers independent of the device,
+drawn on the CPU and copied) is timed too.
 """
 
 from __future__ import annotations
@@ -41,31 +45,46 @@ from initlab.plan import plan as make_plan
 TARGET = 1.5
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def torch_init(model: nn.Module, seed: int) -> None:
     """Every module's own construction-time init, seeded, leaving the global RNG as it was."""
-    with torch.random.fork_rng(devices=[]):
+    device = _device(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for module in model.modules():
             reset = getattr(module, "reset_parameters", None) or getattr(
                 module, "_reset_parameters", None)
             if reset is not None and any(True for _ in module.parameters(recurse=False)):
                 reset()
+    _sync(device)
 
 
-def initlab_init(model: nn.Module, seed: int) -> tuple[float, float]:
-    """(seconds to plan, seconds to apply)."""
+def initlab_init(model: nn.Module, seed: int, generator_device: str | None = None
+                 ) -> tuple[float, float]:
+    """(seconds to plan, seconds to apply), drawing on ``generator_device`` (model's)."""
+    device = _device(model)
     start = time.perf_counter()
     plan = make_plan(model)
     planned = time.perf_counter()
-    plan.apply(torch.Generator().manual_seed(seed))
+    plan.apply(torch.Generator(device=generator_device or device).manual_seed(seed))
+    _sync(device)
     return planned - start, time.perf_counter() - planned
 
 
 def raw_fill(model: nn.Module, fill: Callable[[torch.Tensor, torch.Generator], None]) -> None:
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=_device(model)).manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
             fill(p, generator)
+    _sync(_device(model))
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -78,23 +97,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="cProfile one plan + apply")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     args = parser.parse_args()
 
     construct = timed(lambda: big_transformer(init=None))
-    model = big_transformer(init=None)
+    model = big_transformer(init=None).to(args.device)
+    cuda = _device(model).type == "cuda"
     n = sum(p.numel() for p in model.parameters())
-    print(f"model: initlab.models.big_transformer(), {n:,} parameters, "
+    print(f"model: initlab.models.big_transformer(), {n:,} parameters on {args.device}, "
           f"{torch.get_num_threads()} torch threads")
     initlab_init(model, 0)  # warm-up: imports, quadrature rules, allocator
     torch_init(model, 0)
 
-    rows: dict[str, list[float]] = {k: [] for k in
-                                     ("torch", "plan", "apply", "normal_", "uniform_")}
+    keys = ["torch", "plan", "apply", "normal_", "uniform_"] + ["apply, CPU generator"] * cuda
+    rows: dict[str, list[float]] = {k: [] for k in keys}
     for seed in range(args.repeats):
         rows["torch"].append(timed(lambda s=seed: torch_init(model, s)))
         planned, applied = initlab_init(model, seed)
         rows["plan"].append(planned)
         rows["apply"].append(applied)
+        if cuda:
+            rows["apply, CPU generator"].append(initlab_init(model, seed, "cpu")[1])
         rows["normal_"].append(timed(lambda: raw_fill(model, lambda p, g: p.normal_(
             0, 0.02, generator=g))))
         rows["uniform_"].append(timed(lambda: raw_fill(model, lambda p, g: p.uniform_(
@@ -110,7 +133,10 @@ def main() -> None:
     print(f"  initlab plan + apply                         {total:8.3f}")
     print(f"  raw normal_ over every parameter             {med['normal_']:8.3f}")
     print(f"  raw uniform_ over every parameter            {med['uniform_']:8.3f}")
-    print(f"  construction from scratch (once, for scale)  {construct:8.3f}")
+    if cuda:
+        print(f"  initlab apply, CPU generator (device-free)   "
+              f"{med['apply, CPU generator']:8.3f}")
+    print(f"  construction on the CPU (once, for scale)    {construct:8.3f}")
     print(f"ratio (plan + apply) / torch init = {ratio:.2f}x "
           f"(target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'})")
     print(f"ratio apply / raw normal_ = {med['apply'] / med['normal_']:.2f}x; "
