@@ -40,6 +40,10 @@ def broken():
 
 def not_a_model():
     return 42
+
+
+def needs_args(width):
+    return nn.Linear(width, width)
 """
 
 
@@ -107,10 +111,11 @@ def test_untraceable_model_warns_with_input_shape(net_file):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["{dir}/missing.py:build"], "no such file"),
-    (["{file}"], "is not FILE.py:factory"),
+    (["{file}"], "FILE.py:factory"),
     (["{file}:buid"], "did you mean 'build'?"),
     (["{file}:broken"], "RuntimeError: no weights today"),
-    (["{file}:not_a_model"], "returned int, not a torch.nn.Module"),
+    (["{file}:not_a_model"], "not a torch.nn.Module"),
+    (["{file}:needs_args"], "needs arguments (width)"),
     (["no_such_package_xyz.nets:build"], "cannot import module 'no_such_package_xyz.nets'"),
     (["{file}:build", "--scheme", "he_norml"], "did you mean 'he_normal'?"),
     (["{file}:build", "--mode", "fan_inn"], "did you mean 'fan_in'?"),

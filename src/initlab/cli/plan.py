@@ -11,9 +11,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -24,8 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from initlab._names import unknown
 from initlab.cli._app import app
+from initlab.cli._loading import load_model
 from initlab.plan import plan as make_plan
 
 err = Console(stderr=True, soft_wrap=True)
@@ -37,65 +34,18 @@ def _out() -> Console:
     return console if console.is_terminal else Console(width=_PIPE_WIDTH, soft_wrap=True)
 
 
-class SpecError(ValueError):
-    """A model spec that cannot be loaded; the message says why."""
+class OptionError(ValueError):
+    """A bad option value; the message says why."""
 
 
-def _import_file(path: Path):
-    if not path.is_file():
-        raise SpecError(f"no such file: {path}")
-    name = f"_initlab_plan_{abs(hash(path.resolve()))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SpecError(f"cannot import {path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # as importlib's recipe: dataclasses and pickle look it up
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)  # so the file can import its neighbours
+def _load(spec: str) -> nn.Module:
+    """The model ``spec`` names; any failure of the user's code becomes one ValueError line."""
     try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
+        return load_model(spec)
+    except ValueError:
         raise
-    finally:
-        sys.path.remove(folder)
-    return module
-
-
-def _import(source: str):
-    if source.endswith(".py"):
-        return _import_file(Path(source))
-    try:
-        return importlib.import_module(source)
-    except ModuleNotFoundError as error:
-        raise SpecError(f"cannot import module {source!r}: {error}") from None
-
-
-def load_model(spec: str) -> nn.Module:
-    """The ``nn.Module`` built by the zero-argument factory ``FILE.py:name`` or ``module:name``."""
-    source, sep, attr = spec.rpartition(":")
-    if not sep or not source or not attr:
-        raise SpecError(f"model spec {spec!r} is not FILE.py:factory or package.module:factory")
-    try:
-        module = _import(source)
-    except SpecError:
-        raise
-    except Exception as error:  # noqa: BLE001 - the user's file may fail in any way
-        raise SpecError(f"importing {source} failed: {type(error).__name__}: {error}") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        public = sorted(n for n in vars(module) if not n.startswith("_") and
-                        callable(getattr(module, n)))
-        raise unknown(f"factory in {source}", attr, public)
-    if isinstance(factory, nn.Module):
-        return factory
-    try:
-        model = factory()
-    except Exception as error:  # noqa: BLE001 - a factory may fail in any way
-        raise SpecError(f"calling {spec}() failed: {type(error).__name__}: {error}") from None
-    if not isinstance(model, nn.Module):
-        raise SpecError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+    except Exception as error:  # noqa: BLE001 - a user's file or factory may fail in any way
+        raise OptionError(f"loading {spec} failed: {type(error).__name__}: {error}") from None
 
 
 def _module_type(key: str) -> type[nn.Module] | None:
@@ -109,7 +59,7 @@ def parse_overrides(items: list[str]) -> dict[str | type, str]:
     for item in items:
         key, sep, scheme = item.partition("=")
         if not sep or not key.strip() or not scheme.strip():
-            raise SpecError(f"--override {item!r} is not GLOB=SCHEME (e.g. 'head=zeros' or "
+            raise OptionError(f"--override {item!r} is not GLOB=SCHEME (e.g. 'head=zeros' or "
                             "'Conv2d=orthogonal')")
         key = key.strip()
         overrides[_module_type(key) or key] = scheme.strip()
@@ -122,7 +72,7 @@ def _example_input(shape: str | None) -> torch.Tensor | None:
     try:
         dims = [int(d) for d in shape.split(",")]
     except ValueError:
-        raise SpecError(f"--input-shape {shape!r} is not comma-separated integers "
+        raise OptionError(f"--input-shape {shape!r} is not comma-separated integers "
                         "(e.g. 1,28,28)") from None
     return torch.zeros(2, *dims)
 
@@ -155,14 +105,14 @@ def plan(
     the initialized state_dict."""
     try:
         if save is not None and not apply:
-            raise SpecError("--save writes the initialized weights: add --apply")
-        model = load_model(spec)
+            raise OptionError("--save writes the initialized weights: add --apply")
+        model = _load(spec)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = make_plan(model, _example_input(input_shape), scheme=scheme, mode=mode,
                                overrides=parse_overrides(override or []),
                                zero_output=zero_output, zero_residual=zero_residual)
-    except ValueError as error:  # SpecError, unknown scheme / mode: one line, no traceback
+    except ValueError as error:  # bad spec, option, scheme or mode: one line, no traceback
         err.print(f"[bold red]error:[/] {escape(str(error) or type(error).__name__)}")
         raise typer.Exit(2) from None
     for warning in caught:
