@@ -242,14 +242,10 @@ def test_table_lists_every_activation_with_torchs_value():
     assert rows["sigmoid"].mean == pytest.approx(0.5, abs=TOLERANCE)
 
 
-@pytest.mark.xfail(strict=True, reason="gains.py _closed_form keys on the name: F.leaky_relu "
-                   "resolves to a callable named 'leaky_relu' with no params -> StopIteration")
 def test_functional_leaky_relu_passed_as_a_callable():
     assert gains.gain(F.leaky_relu) == pytest.approx(math.sqrt(2 / (1 + 0.01**2)), abs=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="gains.py _closed_form keys on the name: any callable "
-                   "whose __name__ is 'relu' gets sqrt(2) without being integrated")
 def test_callable_named_like_a_closed_form_is_integrated():
     def relu(x):  # not a rectifier at all
         return torch.tanh(x)
@@ -257,8 +253,6 @@ def test_callable_named_like_a_closed_form_is_integrated():
     assert gains.gain(relu) == pytest.approx(gains.gain("tanh"), abs=TOLERANCE)
 
 
-@pytest.mark.xfail(strict=True, reason="gains.py gain() hands gaussian_expectation a lambda, so "
-                   "the error names '<lambda>' instead of the activation")
 def test_non_finite_error_names_the_activation():
     with pytest.raises(ValueError, match="'log'"):
         gains.gain(torch.log)

@@ -98,8 +98,6 @@ def test_residual_cnn_branch_end_is_the_norm_not_the_shortcut():
     assert plan.graph.residual_ends == {"stages.0.0.bn2", "stages.1.0.bn2"}
 
 
-@pytest.mark.xfail(strict=True, reason="plan.py _Planner._other gives every norm weight 1 and "
-                   "never consults zero_residual, so a branch ending in BatchNorm is not zeroed")
 def test_zero_residual_zeroes_the_last_norm_of_each_branch():
     model = models.resnet((3, 8, 8), 10, "relu", depth=1, width=4, stages=2, init=None)
     P.plan(model, zero_residual=True).apply(0)
@@ -322,8 +320,6 @@ def test_std_column_matches_the_applied_weights():
         assert checked == 5, scheme  # every weight layer
 
 
-@pytest.mark.xfail(strict=True, reason="plan.py _override_row computes std without the block's "
-                   "shape, so an orthogonal override of a conv reports the wrong std")
 def test_std_column_of_an_orthogonal_override_on_a_conv():
     model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Conv2d(16, 4, 1))
     plan = P.plan(model, overrides={"0": "orthogonal"})
@@ -353,9 +349,6 @@ def test_overrides_by_glob_and_by_type():
     assert rows["classifier.3.bias"].scheme == "zeros"
 
 
-@pytest.mark.xfail(strict=True, reason="plan.py _override_row: a glob such as 'classifier.*' "
-                   "also matches the bias parameters, which get xavier_uniform and crash in apply "
-                   "(no fans for a 1-D tensor) instead of keeping 0")
 def test_override_glob_over_a_subtree_keeps_biases():
     model = models.vgg((1, 8, 8), 4, "relu", depth=1, width=4, init=None)
     P.plan(model, overrides={"classifier.*": "xavier_uniform"}).apply(0)
@@ -372,8 +365,6 @@ def test_override_with_a_configured_scheme_and_an_initializer():
     assert rows["2.weight"].scheme == "constant(value=0.25)"
 
 
-@pytest.mark.xfail(strict=True, reason="plan.py _override_row matches a module key on any row "
-                   "with fans; RNN bias blocks carry fans, so {'rnn': ...} re-schemes the biases")
 def test_override_of_an_lstm_by_name_keeps_its_biases():
     model = models.rnn((1, 4, 4), 2, "lstm", depth=1, width=8, init=None)
     rows = _rows(P.plan(model, overrides={"rnn": "xavier_normal"}))
@@ -410,8 +401,6 @@ def test_unknown_scheme_names_the_closest_match():
         P.plan(model, mode="fan_inn")
 
 
-@pytest.mark.xfail(strict=True, reason="plan.py plan(): the scheme check accepts only canonical "
-                   "names, so aliases ('kaiming_normal') and Initializer objects are rejected")
 @pytest.mark.parametrize("scheme", ["kaiming_normal", "glorot_uniform", "he_normal_object"])
 def test_scheme_aliases_and_initializers_are_accepted(scheme):
     from initlab import init

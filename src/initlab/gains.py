@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from initlab.activations import Activation, names, resolve
+from initlab.activations import Activation, get, names, resolve
 
 Kind = Literal["forward", "backward"]
 _HERMITE_ORDER = 120
@@ -79,15 +80,27 @@ def quadrature_rule(kinks: tuple[float, ...] = ()) -> tuple[torch.Tensor, torch.
     return _legendre_rule(tuple(kinks)) if kinks else _hermite_rule()
 
 
-def gaussian_expectation(f, kinks: tuple[float, ...] = ()) -> float:
-    """E[f(z)] for z ~ N(0, 1), f a function of float64 tensors; ValueError if f is not finite."""
+def gaussian_expectation(f, kinks: tuple[float, ...] = (), name: str | None = None) -> float:
+    """E[f(z)] for z ~ N(0, 1), f a function of float64 tensors.
+
+    ValueError (naming ``name``, else f's own name) when f is not finite on the rule's
+    nodes, or when f grows so fast that the integrand is not negligible at the rule's
+    outermost nodes: then the expectation may not exist and no finite rule can find it.
+    """
+    name = name or getattr(f, "__name__", repr(f))
     x, w = quadrature_rule(kinks)
     values = f(x)
     if not torch.isfinite(values).all():
         bad = x[~torch.isfinite(values)][0].item()
-        raise ValueError(f"{getattr(f, '__name__', f)!r} is not finite at z = {bad:.3g}: "
+        raise ValueError(f"{name!r} is not finite at z = {bad:.3g}: "
                          "its Gaussian moments do not exist")
-    return float((w * values).sum())
+    terms = w * values
+    total = float(terms.sum())
+    if float(terms[[0, -1]].abs().max()) > 1e-9 * max(1.0, abs(total)):
+        raise ValueError(f"{name!r} grows too fast for its Gaussian moments to be computed "
+                         f"(the integrand is still {float(terms[[0, -1]].abs().max()):.3g} "
+                         f"at |z| = {float(x[-1]):.3g})")
+    return total
 
 
 def _quadrature_points(act: Activation) -> tuple[float, ...]:
@@ -100,20 +113,26 @@ def moments(activation) -> Moments:
     act = resolve(activation)
     points = _quadrature_points(act)
     return Moments(
-        mean=gaussian_expectation(act.fn, points),
-        second_moment=gaussian_expectation(lambda x: act.fn(x) ** 2, points),
-        derivative_second_moment=gaussian_expectation(lambda x: act.derivative(x) ** 2, points),
+        mean=gaussian_expectation(act.fn, points, act.name),
+        second_moment=gaussian_expectation(lambda x: act.fn(x) ** 2, points, act.name),
+        derivative_second_moment=gaussian_expectation(lambda x: act.derivative(x) ** 2, points,
+                                                      act.name),
     )
 
 
 def _closed_form(act: Activation) -> float | None:
-    """sqrt(1 / E[phi^2]) = sqrt(1 / E[phi'^2]) for the piecewise-linear family, else None."""
-    if act.name == "identity":
+    """sqrt(1 / E[phi^2]) = sqrt(1 / E[phi'^2]) for the piecewise-linear family, else None.
+
+    Recognized by the function itself, never by name: a callable merely *called* relu is
+    integrated like any other.
+    """
+    fn = act.fn
+    if fn is get("identity").fn:
         return 1.0
-    if act.name == "relu":
+    if fn in (F.relu, torch.relu):
         return math.sqrt(2.0)
-    if act.name in ("leaky_relu", "prelu"):
-        alpha = next(iter(act.params.values()))
+    if isinstance(fn, partial) and fn.func is F.leaky_relu:
+        alpha = fn.keywords["negative_slope"]
         return math.sqrt(2.0 / (1.0 + alpha**2))
     return None
 
@@ -132,7 +151,7 @@ def gain(activation, kind: Kind = "forward") -> float:
         return exact
     points = _quadrature_points(act)
     f = act.fn if kind == "forward" else act.derivative
-    second = gaussian_expectation(lambda x: f(x) ** 2, points)
+    second = gaussian_expectation(lambda x: f(x) ** 2, points, act.name)
     if second <= 0:
         raise ValueError(f"activation {act.name!r} has a zero {kind} second moment "
                          f"({second:.3g}): no finite {kind} gain")

@@ -212,12 +212,16 @@ def _execution_order(model: nn.Module, example_input) -> list[tuple[str, nn.Modu
               if not list(m.children()) or isinstance(m, _COMPOSITES)]
     handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append((n, mod)))
                for n, m in leaves]
+    modes = {m: m.training for m in model.modules()}
+    model.eval()  # no BatchNorm statistics updated, no dropout drawn: the model is left as it was
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             model(*example_input) if isinstance(example_input, tuple) else model(example_input)
     finally:
         for h in handles:
             h.remove()
+        for m, training in modes.items():
+            m.train(training)
     return list(dict(order).items())  # first execution of each module, in order
 
 

@@ -102,6 +102,9 @@ class InitPlan:
         """Initialize the model as planned, every draw from one generator (or a seed)."""
         if isinstance(generator, int):
             generator = torch.Generator().manual_seed(generator)
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"apply needs a torch.Generator or an int seed, got {generator!r}: "
+                            "every draw of initlab comes from an explicit seed")
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for row in self.rows:
@@ -286,7 +289,8 @@ class _Planner:
         rows = []
         for param, tensor in module.named_parameters(recurse=False):
             if isinstance(module, _NORMS):
-                init = self.ones if param == "weight" else self.zeros
+                starts_branch_at_zero = self.zero_residual and name in self.graph.residual_ends
+                init = self.ones if param == "weight" and not starts_branch_at_zero else self.zeros
                 rows.append(_row(name, module, param, None, init, None, None))
             elif isinstance(module, nn.Embedding):
                 rows.append(_row(name, module, param, None, schemes.get("normal", std=1.0),
@@ -305,18 +309,42 @@ class _Planner:
         return rows
 
 
+def _is_weight(row: PlanRow) -> bool:
+    return "weight" in row.param and len(row.shape) >= 2
+
+
+def _selects(key: str | type, row: PlanRow, module: nn.Module) -> bool:
+    """A key selects a weight row by its module (name glob or type), or any row by naming
+    the parameter itself: its last part must be a parameter name or pattern ('*.bias',
+    'fc.weight'), not a bare '*', so 'classifier.*' means the layers, not their biases."""
+    if _is_weight(row) and matches(key, row.module, module):
+        return True
+    if not isinstance(key, str) or key.rsplit(".", 1)[-1] == "*":
+        return False
+    return matches(key, f"{row.module}.{row.param}".lstrip("."), module)
+
+
+def _check_fits(init: schemes.Initializer, row: PlanRow, key) -> None:
+    """Refuse, at plan time, a scheme that cannot fill a vector (fan-based, orthogonal)."""
+    if len(row.shape) >= 2:
+        return
+    try:
+        init(torch.empty(row.shape or (1,)), gain=1.0, generator=torch.Generator())
+    except ValueError as error:
+        raise ValueError(f"override {key!r} -> {_scheme_label(init)} cannot fill {row.name} of "
+                         f"shape {row.shape}: {error}") from None
+
+
 def _override_row(row: PlanRow, module: nn.Module, overrides) -> PlanRow:
-    """Re-scheme a row whose parameter name matches a key, or a weight row whose module does."""
-    parameter = f"{row.module}.{row.param}".lstrip(".")
+    """The row re-schemed by the first override key that selects it, else unchanged."""
     for key, scheme in overrides.items():
-        by_parameter = isinstance(key, str) and matches(key, parameter, module)
-        by_module = row.fan_in is not None and matches(key, row.module, module)
-        if row.param and (by_parameter or by_module):
+        if row.param and _selects(key, row, module):
             init = schemes.get(scheme)
+            _check_fits(init, row, key)
             fans = schemes.Fans(row.fan_in, row.fan_out) if row.fan_in is not None else None
             gain = row.gain if _uses_gain(init) else _fixed_gain(init)
-            return replace(row, initializer=init, scheme=_scheme_label(init), gain=gain,
-                           std=init.std(fans, gain) if fans else None)
+            std = init.std(fans, gain, shape=row.shape, groups=row.groups) if fans else None
+            return replace(row, initializer=init, scheme=_scheme_label(init), gain=gain, std=std)
     return row
 
 
@@ -324,7 +352,7 @@ def plan(
     model: nn.Module,
     example_input=None,
     *,
-    scheme: str = "auto",
+    scheme: str | schemes.Initializer = "auto",
     mode: str = "fan_in",
     overrides: Mapping[str | type, Override] | None = None,
     zero_output: bool = False,
@@ -346,8 +374,12 @@ def plan(
             the identity; Goyal et al. 2017).
         sigma_b2: bias variance for ``scheme="critical"``.
     """
-    if scheme not in PLAN_SCHEMES and scheme not in schemes.names():
-        raise unknown("init scheme", scheme, [*PLAN_SCHEMES, *schemes.names()])
+    if isinstance(scheme, str) and scheme not in PLAN_SCHEMES:
+        try:
+            schemes.get(scheme)
+        except ValueError:
+            raise unknown("init scheme", scheme, [*PLAN_SCHEMES, *schemes.names(),
+                                                  *schemes.ALIASES]) from None
     if mode not in schemes.MODES:
         raise unknown("fan mode", mode, schemes.MODES)
     graph = layer_graph(model, example_input)
