@@ -7,24 +7,30 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from initlab.cli._app import app
 from initlab.sweep.runner import run_sweep
-from initlab.sweep.spec import SpecError, SweepSpec
+from initlab.sweep.spec import SweepSpec
 from initlab.sweep.store import DEFAULT_PATH, Store
 
 err = Console(stderr=True)
 out = Console()
 
 Grid = Annotated[str | None, typer.Option(help="comma-separated values, one grid axis")]
+#: The grid axes of a run, in the order the runs table shows them.
+AXES = ("init", "activation", "depth", "width", "lr", "optimizer", "seed")
 StorePath = Annotated[Path, typer.Option("--store", help="the SQLite file of results")]
 
 
-def _fail(exc: Exception, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
+def _fail(exc: Exception) -> typer.Exit:
+    """Print ``exc`` as one plain error line; the exit to raise (status 2, a bad value)."""
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
 
 
 def _spec(path: Path | None, flags: dict[str, object]) -> SweepSpec:
@@ -65,8 +71,15 @@ def sweep(
     = None,
     name: Annotated[str | None, typer.Option(help="a label for the sweep")] = None,
     store: StorePath = DEFAULT_PATH,
-    executor: Annotated[str, typer.Option(help="where groups train: local (ray: later)")]
-    = "local",
+    executor: Annotated[str, typer.Option(help="where groups train: local, or ray (the "
+                                                "'ray' extra)")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="ray: the cluster, auto or HOST:PORT; default: start one here")] = None,
+    cpus_per_group: Annotated[float | None, typer.Option(help="ray: CPUs per group")] = None,
+    gpus_per_group: Annotated[float | None, typer.Option(
+        help="ray: GPUs per group, e.g. 0.25 (with --device cuda)")] = None,
+    max_retries: Annotated[int | None, typer.Option(
+        help="ray: reruns of a group whose worker died")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     retry_failed: Annotated[bool, typer.Option(help="run failed runs again")] = False,
     progress: Annotated[bool, typer.Option(help="show progress")] = True,
@@ -84,12 +97,13 @@ def sweep(
                  target_accuracy=target_accuracy, data_seed=data_seed, name=name)
     try:
         parsed = _spec(spec, flags)
+        options = {k: v for k, v in dict(address=address, cpus_per_group=cpus_per_group,
+                                         gpus_per_group=gpus_per_group,
+                                         max_retries=max_retries).items() if v is not None}
         sweep_id = run_sweep(parsed, store, executor=executor, device=device,
-                             progress=progress, retry_failed=retry_failed)
-    except (SpecError, LookupError, ImportError) as exc:
+                             progress=progress, retry_failed=retry_failed, **options)
+    except (ValueError, LookupError, ImportError, OSError) as exc:  # SpecError is a ValueError
         raise _fail(exc) from None
-    except (ValueError, OSError) as exc:  # a data set that cannot be read or checked
-        raise _fail(exc, 1) from None
     with Store(store, readonly=True) as db:
         row = next(s for s in db.sweeps() if s.id == sweep_id)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(row.counts.items()))
@@ -114,23 +128,33 @@ def runs(
                 fmt, path = export
                 n = db.export(path, fmt, sweep_id)
                 out.print(f"wrote {n} runs to {path}", highlight=False)
-            elif sweep_id is None:
-                out.print(_sweeps_table(db))
             else:
-                out.print(_runs_table(db, sweep_id))
+                _show(_sweeps_table(db) if sweep_id is None else _runs_table(db, sweep_id))
     except (FileNotFoundError, LookupError, ValueError) as exc:
         raise _fail(exc) from None
 
 
+def _show(table: Table) -> None:
+    """Print ``table``; to a pipe or file at its natural width, not rich's default 80."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    width = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    Console(width=width).print(table)
+
+
 def _sweeps_table(db: Store) -> Table:
-    table = Table(title=f"sweeps in {db.path}")
-    for column in ("id", "name", "created", "runs", "finished", "diverged", "failed", "to do"):
-        table.add_column(column, justify="right" if column not in ("id", "name") else "left")
+    table = Table(title=f"sweeps in {db.path}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("runs", justify="right")
+    table.add_column("status")
     for s in db.sweeps():
-        c = s.counts
-        table.add_row(s.id, s.name, s.created[:19].replace("T", " "), str(s.total),
-                      str(c.get("finished", 0)), str(c.get("diverged", 0)),
-                      str(c.get("failed", 0)), str(c.get("pending", 0) + c.get("running", 0)))
+        c = dict(s.counts)
+        c["to do"] = c.pop("pending", 0) + c.pop("running", 0)
+        status = ", ".join(f"{n} {name}" for name, n in c.items() if n)
+        table.add_row(s.id, s.name, s.created[:16].replace("T", " "), str(s.total), status)
     return table
 
 
@@ -142,18 +166,20 @@ def _last(points: list[tuple[int, float]] | None) -> str:
 
 
 def _runs_table(db: Store, sweep_id: str) -> Table:
+    """The runs of one sweep; of the grid axes, only those that vary get a column."""
     rows = db.runs(sweep_id)
     series = db.series(r.id for r in rows)
-    table = Table(title=f"runs of sweep {sweep_id}")
-    for column in ("run", "init", "activation", "depth", "width", "lr", "optimizer", "seed",
-                   "status", "loss", "val acc", "test acc", "steps to target", "seconds",
-                   "engine"):
-        table.add_column(column)
+    varying = [axis for axis in AXES if len({getattr(r.config, axis) for r in rows}) > 1]
+    table = Table(title=f"runs of sweep {sweep_id}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in (*(varying or ["init", "activation"]), "status", "loss", "val acc", "test acc",
+                   "steps to target", "s", "engine"):
+        table.add_column(column, no_wrap=True)
     for r in rows:
-        c, s = r.config, series.get(r.id, {})
-        table.add_row(str(r.id), c.init, c.activation, str(c.depth), str(c.width), f"{c.lr:g}",
-                      c.optimizer, str(c.seed), r.status, _last(s.get("loss")),
-                      _last(s.get("val_acc")), _last(s.get("test_acc")),
+        s = series.get(r.id, {})
+        table.add_row(*(f"{getattr(r.config, a):g}" if a == "lr" else str(getattr(r.config, a))
+                        for a in varying or ["init", "activation"]),
+                      r.status, _last(s.get("loss")), _last(s.get("val_acc")),
+                      _last(s.get("test_acc")),
                       "" if r.steps_to_target is None else str(r.steps_to_target),
-                      "" if r.seconds is None else f"{r.seconds:.2f}", r.engine or "")
+                      "" if r.seconds is None else f"{r.seconds:.1f}", r.engine or "")
     return table
