@@ -188,13 +188,13 @@ def test_transformer_encoder_layer_by_its_structure():
 
 # ---- measured on real data, side by side with "auto" ---------------------------------------
 
-def initialized(model: nn.Module, x: torch.Tensor, scheme: str, seed: int) -> nn.Module:
-    """"auto", or the same plan (same draws) with every layer's gain set by propagation."""
+def initialized(model: nn.Module, x: torch.Tensor, gains: dict | None, seed: int) -> nn.Module:
+    """"auto", or the same plan (same draws) with every layer's gain set to ``gains``."""
     base = plan(model, x)
-    if scheme == "propagate":
+    if gains is not None:
         base = base.override({name: schemes.get("variance_scaling", mode="fan_in",
                                                  distribution="normal", gain=g)
-                              for name, g in propagated_gains(model, x).items()})
+                              for name, g in gains.items()})
     return base.apply(seed)
 
 
@@ -217,7 +217,8 @@ def linear_variances(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
 
 
 def mean_variances(build, x, scheme: str, seeds=range(4)) -> dict[str, float]:
-    runs = [linear_variances(initialized(build(), x, scheme, s), x) for s in seeds]
+    gains = propagated_gains(build(), x) if scheme == "propagate" else None  # seed-free
+    runs = [linear_variances(initialized(build(), x, gains, s), x) for s in seeds]
     return {name: sum(r[name] for r in runs) / len(runs) for name in runs[0]}
 
 
