@@ -42,7 +42,7 @@ from initlab.activations import Activation
 from initlab.gains import gain as activation_gain
 from initlab.graph import LayerGraph, is_weight_layer, layer_graph, matches
 
-PLAN_SCHEMES = ("auto", "torch_default", "critical")
+PLAN_SCHEMES = ("auto", "torch_default", "critical", "propagate", "lsuv")
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _LSTM_FORGET_BIAS = 1.0
 
@@ -97,6 +97,8 @@ class InitPlan:
     rows: list[PlanRow]
     graph: LayerGraph
     scheme: str = "auto"
+    example_input: object = None  # the batch LSUV calibrates on (scheme="lsuv")
+    lsuv_result: object = None  # what LSUV did, after apply
 
     def apply(self, generator: torch.Generator | int = 0) -> nn.Module:
         """Initialize the model as planned, every draw from one generator (or a seed)."""
@@ -116,6 +118,11 @@ class InitPlan:
             for module in self.model.modules():  # torch's convention: the padding row is 0
                 if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                     module.weight[module.padding_idx].zero_()
+        if self.scheme == "lsuv":
+            from initlab.adaptive import lsuv
+
+            self.lsuv_result = lsuv(self.model, self.example_input, orthogonal_first=False,
+                                    generator=generator)
         return self.model
 
     def override(self, overrides: Mapping[str | type, Override]) -> InitPlan:
@@ -207,24 +214,36 @@ def _fixed_gain(init: schemes.Initializer) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _layer_gain(activation: Activation | None, scheme: str, mode: str, sigma_b2: float) -> float:
-    if scheme == "critical":
-        from initlab.theory import critical_sigma_w2
-
-        return math.sqrt(critical_sigma_w2(activation or "identity", sigma_b2))
+def _activation_gain(activation: Activation | None, mode: str) -> float:
     if activation is None:
         return 1.0
     return activation_gain(activation, "backward" if mode == "fan_out" else "forward")
 
 
+def _critical_gain(activation: Activation | None, sigma_b2: float) -> float:
+    from initlab.theory import critical_sigma_w2
+
+    return math.sqrt(critical_sigma_w2(activation or "identity", sigma_b2))
+
+
+def _base_initializer(scheme, mode: str) -> schemes.Initializer:
+    if scheme == "lsuv":  # orthonormal first, then LSUV rescales on data (in apply)
+        return schemes.get("orthogonal", gain=1.0)
+    if scheme in PLAN_SCHEMES:
+        return schemes.get("variance_scaling", scale=1.0, mode=mode, distribution="normal",
+                           gain="auto")
+    return schemes.get(scheme)
+
+
 class _Planner:
     """Builds the rows of one plan; one method per kind of module."""
 
-    def __init__(self, model, graph, scheme, mode, zero_output, zero_residual, sigma_b2):
+    def __init__(self, model, graph, scheme, mode, zero_output, zero_residual, sigma_b2,
+                 layer_gains=None):
         self.model, self.graph, self.scheme, self.mode = model, graph, scheme, mode
         self.zero_output, self.zero_residual, self.sigma_b2 = zero_output, zero_residual, sigma_b2
-        self.weight_init = schemes.get(scheme) if scheme not in PLAN_SCHEMES else schemes.get(
-            "variance_scaling", scale=1.0, mode=mode, distribution="normal", gain="auto")
+        self.layer_gains = layer_gains or {}  # scheme="propagate": gains from data's moments
+        self.weight_init = _base_initializer(scheme, mode)
         self.zeros = schemes.get("zeros")
         self.ones = schemes.get("constant", value=1.0)
         self.bias_init = self.zeros if scheme != "critical" or sigma_b2 == 0 else \
@@ -255,7 +274,8 @@ class _Planner:
 
     def _weight_layer(self, name: str, module: nn.Module) -> list[PlanRow]:
         activation = self.graph.following.get(name)
-        gain = _layer_gain(activation, self.scheme, self.mode, self.sigma_b2)
+        gain = _critical_gain(activation, self.sigma_b2) if self.scheme == "critical" else \
+            self.layer_gains.get(name) or _activation_gain(activation, self.mode)
         init = self.weight_init
         if (self.zero_output and name in self.graph.output_layers) or \
                 (self.zero_residual and name in self.graph.residual_ends):
@@ -363,10 +383,14 @@ def plan(
 
     Args:
         model: any ``nn.Module``.
-        example_input: a batch (or tuple of inputs), used only when ``torch.fx`` cannot
-            trace the model, to find the activations in execution order.
+        example_input: a batch (or tuple of inputs): LSUV's calibration batch, the data
+            whose moments "propagate" starts from, and, when ``torch.fx`` cannot trace the
+            model, the input that finds the activations in execution order.
         scheme: ``"auto"`` (exact gain of the following activation), ``"torch_default"``,
-            ``"critical"``, or any name of ``initlab.init`` (e.g. ``"xavier_uniform"``).
+            ``"critical"``, ``"propagate"`` (gains from the moments each layer really
+            receives, ``initlab.adaptive.propagated_gains``), ``"lsuv"`` (orthogonal, then
+            LSUV on ``example_input`` at apply time), or any name or Initializer of
+            ``initlab.init`` (e.g. ``"xavier_uniform"``).
         mode: ``fan_in`` | ``fan_out`` | ``fan_avg`` for the variance-scaling schemes.
         overrides: {layer-name glob or module type: scheme}, applied after the base scheme.
         zero_output: zero the weights of the layers that produce the model's output.
@@ -382,9 +406,17 @@ def plan(
                                                   *schemes.ALIASES]) from None
     if mode not in schemes.MODES:
         raise unknown("fan mode", mode, schemes.MODES)
+    if scheme == "lsuv" and example_input is None:
+        raise ValueError("scheme='lsuv' calibrates on data: pass example_input (a batch)")
     graph = layer_graph(model, example_input)
-    rows = _Planner(model, graph, scheme, mode, zero_output, zero_residual, sigma_b2).rows()
-    result = InitPlan(model, rows, graph, scheme)
+    layer_gains = None
+    if scheme == "propagate":
+        from initlab.adaptive import propagated_gains
+
+        layer_gains = propagated_gains(model, example_input)
+    rows = _Planner(model, graph, scheme, mode, zero_output, zero_residual, sigma_b2,
+                    layer_gains).rows()
+    result = InitPlan(model, rows, graph, scheme, example_input)
     return result.override(overrides) if overrides else result
 
 
