@@ -18,10 +18,12 @@ per-step losses to 1e-5 relative over 100 steps). For every run:
   ``steps_to_target`` is the first evaluated step with val_acc >= target_accuracy.
 * **Divergence**: a run diverges at step t when its loss L_t is not finite or
   ``L_t > DIVERGENCE_FACTOR * max(L_0, ln C)`` (C classes; ln C is the loss of a uniform
-  guess, the floor keeps an unusually good start from tripping the rule). Its weights are
-  frozen as they were at step t (no update from that batch), its loss at t is its last
-  logged loss, and later evaluations are dropped. In the vectorized engine the other
-  models of the group go on unaffected: the diverged model's gradient is exactly zero.
+  guess, the floor keeps an unusually good start from tripping the rule). The run is
+  frozen there: the reference loop stops; the vectorized engine sets the model's
+  learning rate to 0 from that batch on (its update from step t is not applied) and the
+  other models of the group go on unaffected (no operation mixes models, so its NaNs
+  cannot reach them). Its loss at t is its last logged loss; later evaluations and its
+  end-of-training layer statistics are dropped (its end state says nothing more).
 * **Layer statistics**, at init and at the end, on a fixed probe batch (the first
   ``batch_size`` examples of the training subset): for every layer with a weight matrix,
   the standard deviation of its output after the activation that follows it (its own
@@ -171,6 +173,7 @@ def _result(config: RunConfig, losses: list[tuple[int, float]], evals: list[dict
     if diverged_at is not None:
         losses = [(s, v) for s, v in losses if s <= diverged_at]
         evals = [e for e in evals if e["step"] <= diverged_at]
+        layer_stats = [s for s in layer_stats if s["phase"] == "init"]
     reached = [e["step"] for e in evals if e["val_acc"] >= config.target_accuracy]
     return RunResult(config=config, status="finished" if diverged_at is None else "diverged",
                      losses=losses, evals=evals, steps_to_target=reached[0] if reached else None,
@@ -291,7 +294,8 @@ def train_reference(config: RunConfig, data: Dataset, *, device: str = "cpu",
         model.train()
         stats = _reference_probe(model, *d.probe(config.batch_size), "init")
         losses, evals, diverged_at = _reference_loop(model, config, d, progress)
-        stats += _reference_probe(model, *d.probe(config.batch_size), "end")
+        if diverged_at is None:
+            stats += _reference_probe(model, *d.probe(config.batch_size), "end")
     return _result(config, losses, evals, diverged_at, stats, time.perf_counter() - start,
                    "reference")
 
@@ -420,7 +424,7 @@ class _StackedRun:
         self.diverged_at.masked_fill_(newly, step)
         self.last_loss = torch.where(newly, loss, self.last_loss)
         self.alive &= ~newly
-        self.optimizer.step(cache, grad_logits, ~self.alive, self.lr * self.alive)
+        self.optimizer.step(cache, grad_logits, self.lr * self.alive)
         return loss
 
     def _evaluate(self) -> list[list[float]]:

@@ -21,10 +21,12 @@ All K models see the same minibatch ``x`` (B x n_0), so:
 
 The forward and backward passes are written out by hand rather than taped by autograd:
 no graph is built, the weight update of plain SGD is fused into the gradient matmul
-(``W += x^T @ (-lr * dZ)``, one pass over the weights instead of three), and a model
-marked frozen gets exactly zero gradient, so a model that diverged (NaN or Inf in its
-activations) can never touch the others or its own weights. ``tests/test_engine.py``
-checks these gradients against autograd on the same modules.
+(``W += x^T @ (-lr * dZ)``, one pass over the weights instead of three), and the
+activation kernels write straight into preallocated outputs, segment by segment.
+Every operation is per model (block k of a matmul's output reads only model k's
+blocks; losses and sums run within a model), so NaN or Inf in one model, e.g. one that
+diverged, never reaches another. ``tests/test_engine.py`` checks the gradients against
+autograd on the same modules.
 
 The optimizers (:class:`StackedOptimizer`) are ``torch.optim``'s update rules on the
 stacked tensors with one learning rate per model.
@@ -43,46 +45,74 @@ from initlab import activations
 from initlab._names import unknown
 from initlab.activations import SELU_ALPHA, SELU_SCALE, Activation
 
-Backward = Callable[[Tensor, Tensor, Tensor], Tensor]  # (dL/dy, z, y = phi(z)) -> dL/dz
+Forward = Callable[[Tensor, Tensor], object]  # (z, out): out <- phi(z)
+Backward = Callable[[Tensor, Tensor, Tensor, Tensor], object]  # (g, z, y, out): out <- g phi'(z)
 
 _aten = torch.ops.aten
 
 
-def _backward_kernels(act: Activation) -> Backward | None:
-    """The autograd kernel of ``act`` as ``(grad, z, y) -> grad * phi'(z)``, or None."""
+def _elu_like(alpha: float, scale: float, input_scale: float) -> tuple[Forward, Backward]:
+    """ELU's family: scale * (x if x > 0 else alpha * (exp(input_scale * x) - 1));
+    SELU and CELU are members, as ATen computes them."""
+    return (lambda z, out: _aten.elu.out(z, alpha, scale, input_scale, out=out),
+            lambda g, z, y, out: _aten.elu_backward.grad_input(
+                g, alpha, scale, input_scale, False, z, grad_input=out))
+
+
+def _pointwise(name: str, *args) -> tuple[Forward, Backward]:
+    """``aten.<name>.out`` forward and ``aten.<name>_backward.grad_input`` (from z) backward."""
+    fwd, bwd = getattr(_aten, name).out, getattr(_aten, f"{name}_backward")
+    return (lambda z, out: fwd(z, *args, out=out),
+            lambda g, z, y, out: bwd.grad_input(g, z, *args, grad_input=out))
+
+
+def _aten_kernels(act: Activation) -> tuple[Forward, Backward] | None:
+    """ATen's own forward and autograd kernels for ``act``, writing into ``out``; None when
+    ``act`` is not one of the registry's built-ins PyTorch has kernels for."""
     p = act.params
-    kernels: dict[str, Backward] = {
-        "identity": lambda g, z, y: g,
-        "relu": lambda g, z, y: _aten.threshold_backward(g, y, 0),
-        "tanh": lambda g, z, y: _aten.tanh_backward(g, y),
-        "sigmoid": lambda g, z, y: _aten.sigmoid_backward(g, y),
-        "selu": lambda g, z, y: _aten.elu_backward(g, SELU_ALPHA, SELU_SCALE, 1, False, z),
-        "gelu": lambda g, z, y: _aten.gelu_backward(g, z, approximate="none"),
-        "gelu_tanh": lambda g, z, y: _aten.gelu_backward(g, z, approximate="tanh"),
-        "silu": lambda g, z, y: _aten.silu_backward(g, z),
-        "mish": lambda g, z, y: _aten.mish_backward(g, z),
-        "hardswish": lambda g, z, y: _aten.hardswish_backward(g, z),
-        "hardsigmoid": lambda g, z, y: _aten.hardsigmoid_backward(g, z),
-        "relu6": lambda g, z, y: _aten.hardtanh_backward(g, z, 0.0, 6.0),
+    table: dict[str, Callable[[], tuple[Forward, Backward]]] = {
+        "identity": lambda: (lambda z, out: out.copy_(z), lambda g, z, y, out: out.copy_(g)),
+        "relu": lambda: (lambda z, out: _aten.relu.out(z, out=out),
+                         lambda g, z, y, out: _aten.threshold_backward.grad_input(
+                             g, y, 0, grad_input=out)),
+        "tanh": lambda: (lambda z, out: _aten.tanh.out(z, out=out),
+                         lambda g, z, y, out: _aten.tanh_backward.grad_input(g, y, grad_input=out)),
+        "sigmoid": lambda: (lambda z, out: _aten.sigmoid.out(z, out=out),
+                            lambda g, z, y, out: _aten.sigmoid_backward.grad_input(
+                                g, y, grad_input=out)),
+        "leaky_relu": lambda: (
+            lambda z, out: _aten.leaky_relu.out(z, p["alpha"], out=out),
+            lambda g, z, y, out: _aten.leaky_relu_backward.grad_input(
+                g, z, p["alpha"], False, grad_input=out)),
+        "elu": lambda: _elu_like(p["alpha"], 1.0, 1.0),
+        "celu": lambda: _elu_like(p["alpha"], 1.0, 1.0 / p["alpha"]),
+        "selu": lambda: _elu_like(SELU_ALPHA, SELU_SCALE, 1.0),
+        "gelu": lambda: (lambda z, out: _aten.gelu.out(z, approximate="none", out=out),
+                         lambda g, z, y, out: _aten.gelu_backward.grad_input(
+                             g, z, approximate="none", grad_input=out)),
+        "gelu_tanh": lambda: (lambda z, out: _aten.gelu.out(z, approximate="tanh", out=out),
+                              lambda g, z, y, out: _aten.gelu_backward.grad_input(
+                                  g, z, approximate="tanh", grad_input=out)),
+        "silu": lambda: _pointwise("silu"),
+        "softplus": lambda: _pointwise("softplus", p["beta"], 20.0),
+        "hardtanh": lambda: _pointwise("hardtanh", p["min_val"], p["max_val"]),
+        "relu6": lambda: _pointwise("hardtanh", 0.0, 6.0),
+        "hardsigmoid": lambda: _pointwise("hardsigmoid"),
+        "hardswish": lambda: (lambda z, out: _aten.hardswish.out(z, out=out),
+                              lambda g, z, y, out: _aten.hardswish_backward.out(g, z, out=out)),
+        "mish": lambda: (lambda z, out: _aten.mish.out(z, out=out),
+                         lambda g, z, y, out: out.copy_(_aten.mish_backward(g, z))),
     }
-    if act.name == "leaky_relu":
-        return lambda g, z, y: _aten.leaky_relu_backward(g, z, p["alpha"], False)
-    if act.name == "elu":
-        return lambda g, z, y: _aten.elu_backward(g, p["alpha"], 1, 1, False, z)
-    if act.name == "celu":
-        return lambda g, z, y: _aten.elu_backward(g, p["alpha"], 1, 1 / p["alpha"], False, z)
-    if act.name == "softplus":
-        return lambda g, z, y: _aten.softplus_backward(g, z, p["beta"], 20)
-    if act.name == "hardtanh":
-        return lambda g, z, y: _aten.hardtanh_backward(g, z, p["min_val"], p["max_val"])
-    return kernels.get(act.name)
+    return table[act.name]() if act.name in table else None
 
 
-def activation_backward(act: Activation) -> Backward:
-    """``(grad, z, y) -> grad * phi'(z)``: autograd's kernel when PyTorch has one for ``act``,
-    else ``act.derivative`` (closed form or autograd)."""
-    kernel = _backward_kernels(act)
-    return kernel or (lambda g, z, y: g * act.derivative(z))
+def activation_kernels(act: Activation) -> tuple[Forward, Backward]:
+    """``(forward, backward)`` of ``act`` writing into preallocated outputs: ATen's own
+    kernels (the ones autograd runs) where PyTorch has them, else ``act.fn`` and
+    ``act.derivative`` (closed form or autograd) followed by a copy."""
+    return _aten_kernels(act) or (
+        lambda z, out: out.copy_(act.fn(z)),
+        lambda g, z, y, out: out.copy_(g * act.derivative(z)))
 
 
 def _activation_key(act: Activation) -> tuple:
@@ -119,6 +149,7 @@ class Segment:
     start: int
     stop: int
     act: Activation
+    forward: Forward
     backward: Backward
 
 
@@ -126,9 +157,10 @@ def _segments(acts: Sequence[Activation]) -> list[Segment]:
     runs: list[Segment] = []
     for k, act in enumerate(acts):
         if runs and _activation_key(runs[-1].act) == _activation_key(act):
-            runs[-1] = Segment(runs[-1].start, k + 1, runs[-1].act, runs[-1].backward)
+            runs[-1] = Segment(runs[-1].start, k + 1, runs[-1].act, runs[-1].forward,
+                               runs[-1].backward)
         else:
-            runs.append(Segment(k, k + 1, act, activation_backward(act)))
+            runs.append(Segment(k, k + 1, act, *activation_kernels(act)))
     return runs
 
 
@@ -219,13 +251,11 @@ class StackedMLP:
     # --- forward -----------------------------------------------------------------------
 
     def _activate(self, z: Tensor, layer: int) -> Tensor:
-        """``phi_k(z[k])`` per segment; z is K x B x n (layer 0: a strided view)."""
-        segments = self.segments[layer]
-        if len(segments) == 1:
-            return segments[0].act.fn(z).contiguous()
+        """``H[k] = phi_k(Z[k])`` per segment into a new K x B x n tensor (layer 0's z is a
+        strided view of the wide pre-activation)."""
         h = torch.empty(z.shape, device=z.device, dtype=z.dtype)
-        for s in segments:
-            h[s.start:s.stop] = s.act.fn(z[s.start:s.stop])
+        for s in self.segments[layer]:
+            s.forward(z[s.start:s.stop], h[s.start:s.stop])
         return h
 
     def forward(self, x: Tensor) -> tuple[Tensor, Cache]:
@@ -256,24 +286,25 @@ class StackedMLP:
 
     # --- backward ----------------------------------------------------------------------
 
-    def backward(self, cache: Cache, grad_logits: Tensor, frozen: Tensor,
+    def backward(self, cache: Cache, grad_logits: Tensor,
                  neg_lr: Tensor | None = None) -> list[Tensor] | None:
-        """Backpropagate ``grad_logits``; models where ``frozen`` ([K] bool) get zero gradient.
+        """Backpropagate ``grad_logits`` (K x B x C) through every model.
 
         Without ``neg_lr``: return the gradients in the layout of :meth:`parameters`.
         With ``neg_lr`` ([K], the negated learning rates): apply plain SGD in place,
         ``W += H^T @ (neg_lr * dZ)`` fused into the gradient matmul, and return None.
+        Every operation is per model (a matmul's output block k reads only model k's
+        blocks), so non-finite numbers of one model never reach another.
         """
         grads: list[Tensor] = []
         dz = grad_logits
         for i in range(self.depth - 1, -1, -1):
-            dz_models, shape = self._by_model(dz, i)
-            dz_models.masked_fill_(frozen.view(shape), 0.0)
             dh = torch.bmm(dz, self.weights[i].transpose(1, 2)) if i > 0 else None
             inp = cache.h[i - 1] if i > 0 else cache.x
             if neg_lr is None:
                 grads[:0] = self._layer_grads(i, inp, dz)
             else:
+                dz_models, shape = self._by_model(dz, i)
                 dz_models.mul_(neg_lr.view(shape))
                 self._sgd_update(i, inp, dz)
             if dh is not None:
@@ -299,7 +330,7 @@ class StackedMLP:
             dz = target = torch.empty_like(dh)
         for s in self.segments[layer]:
             sl = slice(s.start, s.stop)
-            target[sl] = s.backward(dh[sl], z[sl], h[sl])
+            s.backward(dh[sl], z[sl], h[sl], target[sl])
         return dz
 
     def _layer_grads(self, i: int, inp: Tensor, dz: Tensor) -> list[Tensor]:
@@ -348,8 +379,7 @@ class StackedMLP:
         _, grad_logits = self.loss(logits, y)
         stds = [h.reshape(self.k, -1).std(dim=1) for h in cache.h]
         stds.append(logits.reshape(self.k, -1).std(dim=1))
-        grads = self.backward(cache, grad_logits, torch.zeros(self.k, dtype=torch.bool,
-                                                              device=self.device))
+        grads = self.backward(cache, grad_logits)
         weights = grads[::2] if self.has_bias else grads  # type: ignore[index]
         norms = [torch.linalg.vector_norm(weights[0], dim=(0, 2))]
         norms += [torch.linalg.vector_norm(g, dim=(1, 2)) for g in weights[1:]]
@@ -358,7 +388,7 @@ class StackedMLP:
 
 class StackedOptimizer:
     """``torch.optim``'s SGD, SGD with momentum and Adam on stacked tensors, one learning rate
-    per model (``lr`` [K], scaled by the caller to 0 for frozen models).
+    per model (``lr`` [K]; the engine sets a diverged model's rate to 0).
 
     * sgd:       ``p <- p - lr g`` (fused into the backward pass: see ``StackedMLP.backward``)
     * momentum:  ``v <- mu v + g;  p <- p - lr v``, mu = 0.9 (PyTorch's form, no dampening;
@@ -383,12 +413,12 @@ class StackedOptimizer:
         n_states = {"sgd": 0, "momentum": 1, "adam": 2}[kind]
         self.state = [[torch.zeros_like(p) for p in self.params] for _ in range(n_states)]
 
-    def step(self, cache: Cache, grad_logits: Tensor, frozen: Tensor, lr: Tensor) -> None:
+    def step(self, cache: Cache, grad_logits: Tensor, lr: Tensor) -> None:
         """Backpropagate and update every model; ``lr`` [K] is each model's rate now."""
         if self.kind == "sgd":
-            self.net.backward(cache, grad_logits, frozen, neg_lr=-lr)
+            self.net.backward(cache, grad_logits, neg_lr=-lr)
             return
-        grads = self.net.backward(cache, grad_logits, frozen)
+        grads = self.net.backward(cache, grad_logits)
         self.t += 1
         for j, (p, g, shape) in enumerate(zip(self.params, grads, self.shapes,  # type: ignore[arg-type]
                                               strict=True)):
