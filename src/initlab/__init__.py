@@ -7,10 +7,13 @@
 1.5925
 """
 
-from initlab import activations, data, init
+from initlab import activations, data, init, models, theory
+from initlab.adaptive import lsuv, propagated_gains
 from initlab.gains import gain, moments
 from initlab.plan import InitPlan, init_model, plan
+from initlab.sweep import SweepSpec, run_sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["InitPlan", "activations", "data", "gain", "init", "init_model", "moments", "plan"]
+__all__ = ["InitPlan", "SweepSpec", "activations", "data", "gain", "init", "init_model", "lsuv",
+           "models", "moments", "plan", "propagated_gains", "run_sweep", "theory"]
