@@ -1,10 +1,10 @@
 """The order-to-chaos phase diagram over a (sigma_w2, sigma_b2) grid, and its figure.
 
-Poole et al. 2016 (Fig. 2) and Schoenholz et al. 2017 (Fig. 1) draw, for one activation,
-which weight and bias variances give an ordered network (chi_1 < 1: inputs and gradients
-collapse) or a chaotic one (chi_1 > 1: they decorrelate and explode), separated by the
-critical line chi_1 = 1, with contours of the correlation depth scale xi_c, which diverges
-on that line. Every grid point is solved at once, as tensors (see ``initlab.theory.maps``).
+Poole et al. 2016 and Schoenholz et al. 2017 draw, for one activation, which weight and bias
+variances give an ordered network (chi_1 < 1: inputs and gradients collapse) or a chaotic one
+(chi_1 > 1: they decorrelate and explode), separated by the critical line chi_1 = 1, with
+contours of the correlation depth scale xi_c, which diverges on that line. Every grid point
+is solved at once, as tensors (see ``initlab.theory.maps``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import Tensor
 from initlab.theory.maps import as_variance, table
 from initlab.theory.meanfield import critical_line, solve
 
-_XI_LEVELS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+_XI_LEVELS = (1, 2, 5, 10, 20, 50, 100)
 _ORDERED, _CHAOTIC = "#4c72b0", "#dd8452"
 
 
@@ -64,11 +64,12 @@ class PhaseDiagram:
         chaotic = (self.phase.numpy() > 0).astype(float)
         ax.pcolormesh(w, b, chaotic, cmap=ListedColormap([_ORDERED, _CHAOTIC]), vmin=0, vmax=1,
                       shading="nearest", alpha=0.35, rasterized=True)
-        xi = np.nan_to_num(self.xi_c.numpy(), posinf=1e9)
-        levels = [level for level in _XI_LEVELS if xi.min() < level < xi.max()]
+        # Contour log xi_c: xi_c ~ 1/|chi_1 - 1| is too steep near the line to interpolate.
+        log_xi = np.log10(np.clip(self.xi_c.numpy(), 1e-3, 1e9))
+        levels = [math.log10(v) for v in _XI_LEVELS if log_xi.min() < math.log10(v) < log_xi.max()]
         if levels:
-            lines = ax.contour(w, b, xi, levels=levels, colors="0.25", linewidths=0.8)
-            ax.clabel(lines, fmt=lambda v: f"{v:g}", fontsize=8)
+            lines = ax.contour(w, b, log_xi, levels=levels, colors="0.25", linewidths=0.8)
+            ax.clabel(lines, fmt=lambda v: f"{10 ** v:.0f}", fontsize=8)
         if (self.chi_1.min() < 1) and (self.chi_1.max() > 1):
             ax.contour(w, b, self.chi_1.numpy(), levels=[1.0], colors="k", linewidths=2.2)
         handles = [Patch(color=_ORDERED, alpha=0.5, label="ordered (chi_1 < 1)"),

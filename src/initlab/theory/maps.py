@@ -29,6 +29,7 @@ from initlab.theory._table import Q_MAX, GaussianTable
 _CACHE: OrderedDict[tuple, GaussianTable] = OrderedDict()
 _CACHE_SIZE = 16
 _ZERO = 1e-12  # |q_{l+1} - q_l| below this fraction of q counts as a fixed point
+CRITICAL_TOL = 1e-9  # |chi_1 - 1| below this is the critical line
 _PROBES = 26  # factors of 4 from Q_MAX down to Q_MIN and beyond
 _NEWTON = 80
 
@@ -70,7 +71,7 @@ def _length(tab: GaussianTable, q: Tensor) -> Tensor:
 
 
 def length_map(activation, q, sigma_w2, sigma_b2=0.0) -> Tensor:
-    """``q_{l+1} = sigma_w2 E[phi(sqrt(q_l) z)^2] + sigma_b2`` (Poole et al. 2016, eq. 3).
+    """``q_{l+1} = sigma_w2 E[phi(sqrt(q_l) z)^2] + sigma_b2`` (Poole et al. 2016).
 
     ReLU gives sigma_w2 q / 2 + sigma_b2; the identity sigma_w2 q + sigma_b2.
     """
@@ -104,7 +105,7 @@ def _polynomial(coefficients: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
 
 def correlation_map(activation, c, q, sigma_w2, sigma_b2=0.0) -> Tensor:
     """``c_{l+1} = (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q_{l+1}`` for two inputs of length
-    q_l and correlation c_l (Poole et al. 2016, eq. 5), q_{l+1} = ``length_map(q_l)``.
+    q_l and correlation c_l (Poole et al. 2016), q_{l+1} = ``length_map(q_l)``.
 
     ReLU: E[phi(u1) phi(u2)] = q (sqrt(1 - c^2) + (pi - arccos c) c) / (2 pi) (Cho & Saul 2009).
     """
@@ -187,11 +188,11 @@ def fixed_correlation(tab: GaussianTable, q_star: Tensor, sw2: Tensor, sb2: Tens
 
     On [0, 1] the correlation map m(c) is increasing and convex (a power series with
     non-negative coefficients) with m(1) = 1 and m'(1) = chi_1. So c = 1 is the stable
-    fixed point when chi_1 <= 1 (ordered), and otherwise (chaotic) there is exactly one other
-    fixed point c* in [0, 1). It is the simple root of g(c) = (m(c) - c) / (1 - c) (a
-    polynomial: synthetic division), found by Newton's method safeguarded by bisection on
-    [0, 1], g(0) >= 0 > g(1) = 1 - chi_1; dividing out the root at 1 keeps Newton quadratic
-    near the critical line, where c* and 1 merge.
+    fixed point when chi_1 <= 1 (ordered, critical), and otherwise (chaotic) there is
+    exactly one other fixed point c* in [0, 1). It is the simple root of the polynomial
+    g(c) = (m(c) - c) / (1 - c) (synthetic division), found by Newton's method safeguarded
+    by bisection on [0, 1], g(0) >= 0 > g(1) = 1 - chi_1; dividing out the root at 1 keeps
+    Newton quadratic near the critical line, where c* and 1 merge.
 
     Where the length diverges, c* = 1 and chi_c = 1: the q -> inf limit for an activation
     growing linearly, whose correlation map becomes a piecewise-linear one's, which keeps
@@ -199,7 +200,7 @@ def fixed_correlation(tab: GaussianTable, q_star: Tensor, sw2: Tensor, sb2: Tens
     """
     diverged = q_star.isinf()
     c_star, chi_c = torch.ones_like(q_star), torch.where(diverged, 1.0, chi_1)
-    chaotic = (~diverged & (chi_1 > 1)).nonzero(as_tuple=True)
+    chaotic = (~diverged & (chi_1 > 1 + CRITICAL_TOL)).nonzero(as_tuple=True)
     if chaotic[0].numel():
         coefficients = _series(tab, q_star[chaotic], sw2[chaotic], sb2[chaotic])
         c_star[chaotic], chi_c[chaotic] = _chaotic_fixed_point(coefficients)

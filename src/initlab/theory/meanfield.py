@@ -7,12 +7,13 @@ the length map and c* of the correlation map (see ``initlab.theory.maps``):
   the factor by which a gradient's squared norm grows per layer going backwards.
   chi_1 < 1: **ordered** (inputs collapse to c* = 1, gradients vanish); chi_1 > 1:
   **chaotic** (c* < 1, gradients explode); chi_1 = 1: **critical** (the edge of chaos).
-* ``xi_q = -1 / log(chi_1 + sigma_w2 E[phi''(sqrt(q*) z) phi(sqrt(q*) z)])`` (their eq. 6):
+* ``xi_q = -1 / log(chi_1 + sigma_w2 E[phi''(sqrt(q*) z) phi(sqrt(q*) z)])``:
   layers for |q_l - q*| to shrink by e. By Stein's lemma the argument is the length map's
   slope ``sigma_w2 dE[phi(sqrt(q) z)^2]/dq`` at q*, which is how it is computed (no phi'').
-* ``xi_c = -1 / log(chi_c)``, ``chi_c = sigma_w2 E[phi'(u1) phi'(u2)]`` at (q*, c*) (their
-  eq. 9): layers for |c_l - c*| to shrink by e; chi_c = chi_1 when c* = 1. xi_c diverges at
-  the critical line, and networks train when deeper than about 6 xi_c fails (their Fig. 5).
+* ``xi_c = -1 / log(chi_c)``, ``chi_c = sigma_w2 E[phi'(u1) phi'(u2)]`` at (q*, c*):
+  layers for |c_l - c*| to shrink by e; chi_c = chi_1 when c* = 1. xi_c diverges on the
+  critical line; in their MNIST and CIFAR-10 experiments networks trained only when no deeper
+  than about 6 xi_c.
 * ``xi_grad = 1 / |log chi_1|``: layers for a gradient's squared norm to change by e.
 
 ``trainable_depth = 6 xi_c`` (Schoenholz et al.'s empirical bound). Where the length
@@ -31,25 +32,32 @@ import torch
 from torch import Tensor
 
 from initlab.theory._table import Q_MAX, GaussianTable
-from initlab.theory.maps import as_variance, fixed_correlation, fixed_length, table
+from initlab.theory.maps import (
+    CRITICAL_TOL,
+    as_variance,
+    fixed_correlation,
+    fixed_length,
+    table,
+)
 
 Phase = Literal["ordered", "critical", "chaotic"]
 PHASES: tuple[Phase, ...] = ("ordered", "critical", "chaotic")  # index = sign(chi_1 - 1) + 1
 TRAINABLE_DEPTH_FACTOR = 6.0  # Schoenholz et al. 2017: trainable while depth < ~6 xi_c
-_CRITICAL_TOL = 1e-9  # |chi_1 - 1| below this is the critical line
 _LARGEST_SIGMA_W2 = 1e4
-_SECTIONS, _ROUNDS = 64, 12  # critical-line search: points per bracket and round, rounds
+_POINTS_PER_ROUND, _ROUNDS = 2048, 40  # critical-line search: chi_1 evaluations a round
 _JUMP = 1e-6  # chi_1 changing more than this across a 1e-13 bracket is a discontinuity
 
 
 def _depth_scale(rate: Tensor) -> Tensor:
     """-1 / log|rate|: layers to shrink by e at this rate per layer; inf at |rate| = 1."""
     rate = rate.abs()
-    return torch.where(rate >= 1 - _CRITICAL_TOL, math.inf, -1 / torch.log(rate))
+    return torch.where(rate >= 1 - CRITICAL_TOL, math.inf, -1 / torch.log(rate))
 
 
 def solve(tab: GaussianTable, sw2: Tensor, sb2: Tensor, q0: float = 1.0) -> dict[str, Tensor]:
     """Every mean-field quantity for each (sigma_w2, sigma_b2) pair (equal-shape tensors)."""
+    if not (math.isfinite(q0) and q0 > 0):
+        raise ValueError(f"q0 must be a finite input length > 0, got {q0!r}")
     q_star = fixed_length(tab, sw2, sb2, q0)
     q = torch.where(q_star.isinf(), Q_MAX, q_star)
     chi_1 = _chi_1_at(tab, q_star, sw2)
@@ -58,7 +66,7 @@ def solve(tab: GaussianTable, sw2: Tensor, sb2: Tensor, q0: float = 1.0) -> dict
     xi_c = _depth_scale(chi_c)
     xi_grad = _depth_scale(torch.where(chi_1 > 1, 1 / chi_1, chi_1))
     off = chi_1 - 1
-    phase = torch.where(off.abs() <= _CRITICAL_TOL, 0, torch.sign(off)).to(torch.int8)
+    phase = torch.where(off.abs() <= CRITICAL_TOL, 0, torch.sign(off)).to(torch.int8)
     return {"q_star": q_star, "c_star": c_star, "chi_1": chi_1, "chi_c": chi_c, "xi_q": xi_q,
             "xi_c": xi_c, "xi_grad": xi_grad,
             "trainable_depth": TRAINABLE_DEPTH_FACTOR * torch.where(q_star.isinf(), xi_grad, xi_c),
@@ -69,8 +77,9 @@ def solve(tab: GaussianTable, sw2: Tensor, sb2: Tensor, q0: float = 1.0) -> dict
 class MeanField:
     """Mean-field signal propagation of one activation at one (sigma_w2, sigma_b2).
 
-    ``q_star = inf`` when the length grows without bound; the other quantities are then its
-    limit (read at q = 1e6).
+    ``q_star = inf`` when the length grows without bound (past q = 1e6); chi_1 is then its
+    q -> inf limit, c* = chi_c = 1 (see ``maps.fixed_correlation``), xi_q = xi_c = inf and
+    the trainable depth is 6 xi_grad.
     """
 
     activation: str
@@ -96,8 +105,8 @@ def mean_field(activation, sigma_w2: float, sigma_b2: float = 0.0, *,
     (ReLU at sigma_w2 = 2, sigma_b2 = 0 keeps any length).
 
     >>> mf = mean_field("relu", 2.0)          # He init sits on the edge of chaos
-    >>> mf.phase, mf.chi_1
-    ('critical', 1.0)
+    >>> mf.phase, round(mf.chi_1, 12), mf.q_star
+    ('critical', 1.0, 1.0)
     """
     sw2 = as_variance(sigma_w2, "sigma_w2").reshape(1)
     sb2 = as_variance(sigma_b2, "sigma_b2").reshape(1)
@@ -126,23 +135,25 @@ def _chi_1(tab: GaussianTable, sw2: Tensor, sb2: Tensor) -> Tensor:
 def _first_crossing(tab: GaussianTable, sb2: Tensor) -> tuple[Tensor, Tensor]:
     """Brackets [lo, hi], hi - lo <= 1e-13 hi, of the smallest sigma_w2 with chi_1 >= 1, per sb2.
 
-    sigma_w2 doubles from 1 until chi_1 >= 1 (within _CRITICAL_TOL, so that an exactly
+    sigma_w2 doubles from 1 until chi_1 >= 1 (within CRITICAL_TOL, so that an exactly
     critical 2 for ReLU or 1 for tanh is returned as such); then, from [0, that], each round
-    evaluates chi_1 at _SECTIONS points of every bracket at once and keeps the first crossing.
+    evaluates chi_1 at 16 to 512 points of every bracket at once (about _POINTS_PER_ROUND in
+    all) and keeps the first crossing.
     """
     hi = torch.ones_like(sb2)
     for _ in range(int(math.log2(_LARGEST_SIGMA_W2)) + 1):
-        below = _chi_1(tab, hi, sb2) < 1 - _CRITICAL_TOL
+        below = _chi_1(tab, hi, sb2) < 1 - CRITICAL_TOL
         if not below.any():
             break
         hi = torch.where(below, 2 * hi, hi)
     lo = torch.zeros_like(sb2)  # chi_1 need not be monotone: search all of [0, hi]
-    fractions = torch.arange(1, _SECTIONS, dtype=torch.float64) / _SECTIONS
+    sections = min(max(_POINTS_PER_ROUND // len(sb2), 16), 512)
+    fractions = torch.arange(1, sections, dtype=torch.float64) / sections
     for _ in range(_ROUNDS):
         if ((hi - lo) <= 1e-13 * hi).all():
             break
         points = lo[:, None] + (hi - lo)[:, None] * fractions
-        chi = _chi_1(tab, points.flatten(), sb2.repeat_interleave(_SECTIONS - 1))
+        chi = _chi_1(tab, points.flatten(), sb2.repeat_interleave(sections - 1))
         crossed = torch.cat([chi.view_as(points) >= 1,
                              torch.ones_like(lo, dtype=torch.bool)[:, None]], dim=1)
         first = crossed.long().argmax(1)
