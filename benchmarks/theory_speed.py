@@ -3,8 +3,8 @@
 Measured side by side in one process, best of a few repeats (other processes only ever add
 time), for each activation:
 
-* **table**: building its Gaussian table (V, dV/dq, E[phi'^2] and 65 Hermite coefficients at
-  673 lengths q): paid once per activation and process, then cached;
+* **table**: building its Gaussian table from scratch (V, dV/dq, E[phi'^2] and 65 Hermite
+  coefficients at 673 lengths q): paid once per activation and process, then cached;
 * **grid**: ``initlab.theory.phase_diagram`` on 100 x 100 (sigma_w2, sigma_b2), every point's
   q*, c*, chi_1, chi_c, xi_q, xi_c at once as tensors;
 * **pointwise**: ``initlab.theory.mean_field`` called once per point on 200 points of the same
@@ -25,7 +25,7 @@ import time
 import torch
 
 from initlab import theory
-from initlab.theory import maps
+from initlab.theory import _table, maps
 
 GRID_W = torch.linspace(0.05, 4.0, 100, dtype=torch.float64)
 GRID_B = torch.linspace(0.0, 0.5, 100, dtype=torch.float64)
@@ -42,8 +42,9 @@ def best(fn, repeats: int) -> float:
 
 
 def measure(name: str, repeats: int) -> dict[str, float]:
-    def build():
+    def build():  # from scratch: no cached table, no cached quadrature rules
         maps._CACHE.clear()
+        _table._rule.cache_clear()
         maps.table(name)
 
     table = best(build, repeats)

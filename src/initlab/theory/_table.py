@@ -33,6 +33,7 @@ phase; kinks off 0 cost them ~1e-5 there).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -65,14 +66,10 @@ def _hermite(z: Tensor, terms: int) -> Tensor:
     return torch.stack(h[: terms + 1], dim=1)
 
 
-_RULES: dict[tuple[float, ...], tuple[Tensor, Tensor]] = {}
-
-
+@lru_cache(maxsize=512)
 def _rule(kinks: tuple[float, ...]) -> tuple[Tensor, Tensor]:
-    """``quadrature_rule`` memoized: the bands of a kink-free activation share one rule."""
-    if kinks not in _RULES:
-        _RULES[kinks] = quadrature_rule(kinks)
-    return _RULES[kinks]
+    """``quadrature_rule`` memoized: every table splits its bands at the same points."""
+    return quadrature_rule(kinks)
 
 
 def _band_moments(act: Activation, q: Tensor, kinks: tuple[float, ...]) -> Tensor:

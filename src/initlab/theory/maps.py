@@ -64,10 +64,12 @@ def as_variance(value, name: str) -> Tensor:
     return tensor
 
 
-def _length(tab: GaussianTable, q: Tensor) -> Tensor:
+def _tabulated(q) -> Tensor:
+    """``q`` as a variance within the table's range (ValueError otherwise)."""
+    q = as_variance(q, "q")
     if (q > Q_MAX).any():
         raise ValueError(f"q = {q.max().item():g} is beyond the tabulated range q <= {Q_MAX:g}")
-    return tab.length(q)[0]
+    return q
 
 
 def length_map(activation, q, sigma_w2, sigma_b2=0.0) -> Tensor:
@@ -75,9 +77,9 @@ def length_map(activation, q, sigma_w2, sigma_b2=0.0) -> Tensor:
 
     ReLU gives sigma_w2 q / 2 + sigma_b2; the identity sigma_w2 q + sigma_b2.
     """
-    q = as_variance(q, "q")
+    q = _tabulated(q)
     sw2, sb2 = as_variance(sigma_w2, "sigma_w2"), as_variance(sigma_b2, "sigma_b2")
-    return sw2 * _length(table(activation), q) + sb2
+    return sw2 * table(activation).length(q)[0] + sb2
 
 
 def _series(tab: GaussianTable, q: Tensor, sw2: Tensor, sb2: Tensor) -> Tensor:
@@ -110,14 +112,13 @@ def correlation_map(activation, c, q, sigma_w2, sigma_b2=0.0) -> Tensor:
     ReLU: E[phi(u1) phi(u2)] = q (sqrt(1 - c^2) + (pi - arccos c) c) / (2 pi) (Cho & Saul 2009).
     """
     c = torch.as_tensor(c, dtype=torch.float64)
-    if ((c.abs() > 1) | ~torch.isfinite(c)).any():
-        raise ValueError(f"a correlation must lie in [-1, 1], got {c[(c.abs() > 1) | c.isnan()]}")
-    q = as_variance(q, "q")
+    bad = ~(c.abs() <= 1)
+    if bad.any():
+        raise ValueError(f"a correlation must lie in [-1, 1], got {c[bad][0].item()!r}")
+    q = _tabulated(q)
     sw2, sb2 = as_variance(sigma_w2, "sigma_w2"), as_variance(sigma_b2, "sigma_b2")
-    tab = table(activation)
-    _length(tab, q)
     c, q, sw2, sb2 = torch.broadcast_tensors(c, q, sw2, sb2)
-    return _polynomial(_series(tab, q, sw2, sb2), c)[0]
+    return _polynomial(_series(table(activation), q, sw2, sb2), c)[0]
 
 
 def _residual(tab: GaussianTable, q: Tensor, sw2: Tensor, sb2: Tensor) -> tuple[Tensor, Tensor]:
@@ -166,20 +167,29 @@ def fixed_length(tab: GaussianTable, sw2: Tensor, sb2: Tensor, q0: float = 1.0) 
     lo, hi = _bracket(tab, sw2, sb2, q0)
     diverged = hi.isinf()
     q = torch.where(diverged, math.inf, torch.where(lo > 0, lo, hi))
-    active = (~diverged & (lo < hi)).nonzero().squeeze(1)
+    return _newton(lambda i, x: _residual(tab, x, sw2[i], sb2[i]), q, lo, hi,
+                   (~diverged & (lo < hi)).nonzero().squeeze(1), scale=0.0)
+
+
+def _newton(fn, x: Tensor, lo: Tensor, hi: Tensor, active: Tensor, scale: float) -> Tensor:
+    """Newton's method safeguarded by bisection, for many roots at once, in place on x.
+
+    ``fn(index, x)`` gives f and f' at x for the entries ``index``, with f(lo) >= 0 >= f(hi).
+    An entry stops when f = 0 or its step or bracket is within 1e-15 (|x| + scale).
+    """
     for _ in range(_NEWTON):
         if not active.numel():
             break
-        x, low, high = q[active], lo[active], hi[active]
-        r, dr = _residual(tab, x, sw2[active], sb2[active])
-        low, high = torch.where(r >= 0, x, low), torch.where(r <= 0, x, high)
-        newton = x - r / dr
+        now, low, high = x[active], lo[active], hi[active]
+        value, slope = fn(active, now)
+        low, high = torch.where(value >= 0, now, low), torch.where(value <= 0, now, high)
+        newton = now - value / slope
         step = torch.where((newton >= low) & (newton <= high), newton, (low + high) / 2)
-        step = torch.where(r == 0, x, step)
-        q[active], lo[active], hi[active] = step, low, high
-        moving = (r != 0) & ((step - x).abs() > 1e-15 * x) & (high - low > 1e-15 * high)
-        active = active[moving]
-    return q
+        step = torch.where(value == 0, now, step)
+        x[active], lo[active], hi[active] = step, low, high
+        tol = 1e-15 * (high.abs() + scale)
+        active = active[(value != 0) & ((step - now).abs() > tol) & (high - low > tol)]
+    return x
 
 
 def fixed_correlation(tab: GaussianTable, q_star: Tensor, sw2: Tensor, sb2: Tensor,
@@ -213,17 +223,6 @@ def _chaotic_fixed_point(coefficients: Tensor) -> tuple[Tensor, Tensor]:
     shifted[:, 1] -= 1  # m(c) - c = (c - 1) s(c), s_k = sum_{j > k} of its coefficients
     g = -shifted[:, 1:].flip(-1).cumsum(-1).flip(-1)  # g = -s = (m(c) - c) / (1 - c)
     c = torch.zeros(coefficients.shape[0], dtype=torch.float64)
-    lo, hi = torch.zeros_like(c), torch.ones_like(c)
-    active = torch.arange(c.numel())
-    for _ in range(_NEWTON):
-        x, low, high = c[active], lo[active], hi[active]
-        value, slope = _polynomial(g[active], x)
-        low, high = torch.where(value >= 0, x, low), torch.where(value <= 0, x, high)
-        newton = x - value / slope
-        step = torch.where((newton >= low) & (newton <= high), newton, (low + high) / 2)
-        step = torch.where(value == 0, x, step)
-        c[active], lo[active], hi[active] = step, low, high
-        active = active[((step - x).abs() > 1e-15) & (high - low > 1e-15)]
-        if not active.numel():
-            break
+    c = _newton(lambda i, x: _polynomial(g[i], x), c, torch.zeros_like(c), torch.ones_like(c),
+                torch.arange(c.numel()), scale=1.0)
     return c, _polynomial(coefficients, c)[1]
