@@ -12,18 +12,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from torch import Tensor
 
 from initlab.theory.maps import as_variance, table
 from initlab.theory.meanfield import critical_line, solve
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _XI_LEVELS = (1, 2, 5, 10, 20, 50, 100)
 _ORDERED, _CHAOTIC = "#4c72b0", "#dd8452"
@@ -55,37 +54,51 @@ class PhaseDiagram:
         """Ordered / chaotic regions, the critical line chi_1 = 1 and xi_c contours.
 
         ``mark`` puts a star at one (sigma_w2, sigma_b2); ``path`` saves the figure (PNG,
-        SVG, PDF by suffix). Drawn with matplotlib's Agg canvas: no display, no pyplot state.
+        SVG, PDF by suffix). Drawn with matplotlib's Agg canvas: no display, no pyplot state
+        (matplotlib is imported here, so ``import initlab`` does not pay for it).
         """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
         figure = Figure(figsize=(6.4, 4.8), layout="constrained")
         FigureCanvasAgg(figure)
         ax = figure.subplots()
         w, b = self.sigma_w2.numpy(), self.sigma_b2.numpy()
-        chaotic = (self.phase.numpy() > 0).astype(float)
-        ax.pcolormesh(w, b, chaotic, cmap=ListedColormap([_ORDERED, _CHAOTIC]), vmin=0, vmax=1,
-                      shading="nearest", alpha=0.35, rasterized=True)
-        # Contour log xi_c: xi_c ~ 1/|chi_1 - 1| is too steep near the line to interpolate.
-        log_xi = np.log10(np.clip(self.xi_c.numpy(), 1e-3, 1e9))
-        levels = [math.log10(v) for v in _XI_LEVELS if log_xi.min() < math.log10(v) < log_xi.max()]
-        if levels:
-            lines = ax.contour(w, b, log_xi, levels=levels, colors="0.25", linewidths=0.8)
-            ax.clabel(lines, fmt=lambda v: f"{10 ** v:.0f}", fontsize=8)
-        if (self.chi_1.min() < 1) and (self.chi_1.max() > 1):
-            ax.contour(w, b, self.chi_1.numpy(), levels=[1.0], colors="k", linewidths=2.2)
-        handles = [Patch(color=_ORDERED, alpha=0.5, label="ordered (chi_1 < 1)"),
-                   Patch(color=_CHAOTIC, alpha=0.5, label="chaotic (chi_1 > 1)"),
-                   Line2D([], [], color="k", linewidth=2.2, label="critical line chi_1 = 1"),
-                   Line2D([], [], color="0.25", linewidth=0.8, label="xi_c contours (layers)")]
+        _draw_phases(ax, w, b, self.phase.numpy(), self.chi_1.numpy())
+        _draw_depth_scales(ax, w, b, self.xi_c.numpy())
         if mark is not None:
-            ax.plot(*mark, marker="*", markersize=14, color="k", linestyle="none")
-            handles.append(Line2D([], [], marker="*", markersize=10, color="k", linestyle="none",
-                                  label=f"sigma_w2 = {mark[0]:g}, sigma_b2 = {mark[1]:g}"))
-        ax.legend(handles=handles, loc="upper left", fontsize=8, framealpha=0.85)
+            ax.plot(*mark, marker="*", markersize=14, color="k", linestyle="none",
+                    label=f"sigma_w2 = {mark[0]:g}, sigma_b2 = {mark[1]:g}")
+        ax.legend(loc="upper left", fontsize=8, framealpha=0.85)
         ax.set(xlabel="sigma_w2 (weight variance x fan_in)", ylabel="sigma_b2 (bias variance)",
                title=f"{self.activation}: order-to-chaos phase diagram (mean field)")
         if path is not None:
             figure.savefig(path, dpi=120)
         return figure
+
+
+def _draw_phases(ax, w: np.ndarray, b: np.ndarray, phase: np.ndarray, chi_1: np.ndarray) -> None:
+    """Shade ordered / chaotic and draw the critical line chi_1 = 1."""
+    from matplotlib.colors import ListedColormap
+
+    ax.pcolormesh(w, b, (phase > 0).astype(float), cmap=ListedColormap([_ORDERED, _CHAOTIC]),
+                  vmin=0, vmax=1, shading="nearest", alpha=0.35, rasterized=True)
+    ax.fill([], [], color=_ORDERED, alpha=0.5, label="ordered (chi_1 < 1)")  # legend entries
+    ax.fill([], [], color=_CHAOTIC, alpha=0.5, label="chaotic (chi_1 > 1)")
+    if chi_1.min() < 1 < chi_1.max():
+        ax.contour(w, b, chi_1, levels=[1.0], colors="k", linewidths=2.2)
+        ax.plot([], [], color="k", linewidth=2.2, label="critical line chi_1 = 1")
+
+
+def _draw_depth_scales(ax, w: np.ndarray, b: np.ndarray, xi_c: np.ndarray) -> None:
+    """Labelled contours of xi_c, drawn on log xi_c: xi_c ~ 1/|chi_1 - 1| is too steep near
+    the critical line to interpolate linearly."""
+    log_xi = np.log10(np.clip(xi_c, 1e-3, 1e9))
+    levels = [math.log10(v) for v in _XI_LEVELS if log_xi.min() < math.log10(v) < log_xi.max()]
+    if levels:
+        lines = ax.contour(w, b, log_xi, levels=levels, colors="0.25", linewidths=0.8)
+        ax.clabel(lines, fmt=lambda v: f"{10 ** v:.0f}", fontsize=8)
+        ax.plot([], [], color="0.25", linewidth=0.8, label="xi_c contours (layers)")
 
 
 def _default_sigma_w2(activation, sigma_b2: Tensor) -> Tensor:
