@@ -34,17 +34,18 @@ _PROBES = 26  # factors of 4 from Q_MAX down to Q_MIN and beyond
 _NEWTON = 80
 
 
-def _key(act: Activation) -> tuple:
+def cache_key(act: Activation) -> tuple:
+    """What a table depends on: name, function (a partial by its arguments), kinks, smoothness."""
     fn = act.fn
     if isinstance(fn, partial):  # e.g. LeakyReLU(0.2) read from a module: same maths, new object
         fn = (fn.func, fn.args, tuple(sorted(fn.keywords.items())))
-    return act.name, fn, act.kinks
+    return act.name, fn, act.kinks, act.smooth
 
 
 def table(activation) -> GaussianTable:
     """The Gaussian table of ``activation`` (any spec ``resolve`` takes), built once and cached."""
     act = resolve(activation)
-    key = _key(act)
+    key = cache_key(act)
     if key not in _CACHE:
         with torch.no_grad():
             _CACHE[key] = GaussianTable(act)

@@ -35,6 +35,7 @@ from initlab.theory._table import Q_MAX, GaussianTable
 from initlab.theory.maps import (
     CRITICAL_TOL,
     as_variance,
+    cache_key,
     fixed_correlation,
     fixed_length,
     table,
@@ -46,6 +47,8 @@ TRAINABLE_DEPTH_FACTOR = 6.0  # Schoenholz et al. 2017: trainable while depth < 
 _LARGEST_SIGMA_W2 = 1e4
 _POINTS_PER_ROUND, _ROUNDS = 2048, 40  # critical-line search: chi_1 evaluations a round
 _JUMP = 1e-6  # chi_1 changing more than this across a 1e-13 bracket is a discontinuity
+_CRITICAL: dict[tuple, float] = {}  # (activation, sigma_b2) -> critical sigma_w2: a plan asks
+_CRITICAL_SIZE = 256                # once per layer, mostly for the same few activations
 
 
 def _depth_scale(rate: Tensor) -> Tensor:
@@ -186,6 +189,15 @@ def critical_sigma_w2(activation, sigma_b2: float = 0.0) -> float:
     """
     sb2 = as_variance(sigma_b2, "sigma_b2").reshape(1)
     tab = table(activation)
+    key = (cache_key(tab.activation), sb2.item())
+    if key not in _CRITICAL:
+        if len(_CRITICAL) >= _CRITICAL_SIZE:
+            _CRITICAL.clear()
+        _CRITICAL[key] = _critical(tab, sb2)
+    return _CRITICAL[key]
+
+
+def _critical(tab: GaussianTable, sb2: Tensor) -> float:
     name = tab.activation.name
     lo, hi = _first_crossing(tab, sb2)
     if hi.item() > _LARGEST_SIGMA_W2:
