@@ -29,7 +29,7 @@ class ModelLoadError(ValueError):
 def _split(spec: str) -> tuple[str, str]:
     source, sep, attribute = spec.rpartition(":")
     if not sep or not source or not attribute:
-        raise ModelLoadError(f"model spec {spec!r} needs the form FILE.py:factory or "
+        raise ModelLoadError(f"model spec {spec!r} is not FILE.py:factory or "
                              "package.module:factory")
     return source, attribute
 
@@ -86,13 +86,22 @@ def _check_no_arguments(spec: str, factory) -> None:
 
 
 def load_model(spec: str) -> nn.Module:
-    """The ``nn.Module`` that ``spec`` names: the object itself, or what calling it returns."""
-    found = load_object(spec)
-    if not isinstance(found, nn.Module):
-        if not callable(found):
-            raise ModelLoadError(f"{spec} is a {type(found).__name__}, not a factory or a model")
-        _check_no_arguments(spec, found)
-        found = found()
+    """The ``nn.Module`` that ``spec`` names: the object itself, or what calling it returns.
+
+    Any failure, the user's code raising included, is one ``ModelLoadError``.
+    """
+    try:
+        found = load_object(spec)
+        if not isinstance(found, nn.Module):
+            if not callable(found):
+                raise ModelLoadError(f"{spec} is a {type(found).__name__}, not a factory or a "
+                                     "model")
+            _check_no_arguments(spec, found)
+            found = found()
+    except ModelLoadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the user's file or factory may fail in any way
+        raise ModelLoadError(f"loading {spec} failed: {type(error).__name__}: {error}") from None
     if not isinstance(found, nn.Module):
         raise ModelLoadError(f"{spec}() returned a {type(found).__name__}, not a torch.nn.Module")
     return found

@@ -11,13 +11,20 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from initlab._names import unknown
 from initlab.cli._app import app
-from initlab.cli._loading import ModelLoadError, load_model
+from initlab.cli._loading import load_model
 from initlab.probe import diagnose
 from initlab.probe.plots import profile_figure, save, write_html
 
 err = Console(stderr=True)
-out = Console()
+_PIPE_WIDTH = 160  # captured or piped output: no terminal to fit
+FIX_METHODS = ("plan", "lsuv")
+
+
+def _out() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=_PIPE_WIDTH)
 
 
 def _fail(message: object, code: int = 2) -> typer.Exit:
@@ -70,6 +77,9 @@ def doctor(
     png: Annotated[Path | None, typer.Option(help="write the per-layer profiles as PNG")] = None,
     fix: Annotated[bool, typer.Option(help="apply the proposed init plan and diagnose again")]
     = False,
+    fix_with: Annotated[str, typer.Option(
+        help="with --fix: 'plan' (the proposed InitPlan) or 'lsuv' (initlab.adaptive.lsuv, "
+             "layer-sequential unit variance on the batch)")] = "plan",
     save_to: Annotated[Path | None, typer.Option("--save", help="with --fix: write the fixed "
                                                  "model's state_dict here (torch.save)")] = None,
     seed: Annotated[int, typer.Option(help="seeds the batch, the loss projection and the fix")]
@@ -86,15 +96,16 @@ def doctor(
     """
     if save_to is not None and not fix:
         raise _fail("--save writes the fixed model: give --fix too")
+    if fix_with not in FIX_METHODS:
+        raise _fail(unknown("fix method", fix_with, FIX_METHODS))
     try:
         shape = parse_shape(input_shape)
         net = load_model(model).to(device)
         x, y = _batch(shape, data, seed, device)
         report = diagnose(net, x, y, train=not eval_mode, seed=seed)
-    except ModelLoadError as error:
-        raise _fail(error) from None
     except (ValueError, LookupError, OSError) as error:
         raise _fail(error) from None
+    out = _out()
     out.print(report)
     if png is not None:
         save(profile_figure(report), png)
@@ -110,12 +121,18 @@ def doctor(
             out.print(f"  - {note}", highlight=False, markup=False)
         out.print(report.fixes)
     if fix:
-        _apply(report, x, y, seed, eval_mode, save_to)
+        _apply(out, report, fix_with, x, y, seed, eval_mode, save_to)
 
 
-def _apply(report, x, y, seed: int, eval_mode: bool, save_to: Path | None) -> None:
+def _apply(out: Console, report, method: str, x, y, seed: int, eval_mode: bool,
+           save_to: Path | None) -> None:
     if report.fixes is not None:
-        report.fixes.apply(seed)
+        if method == "lsuv":
+            from initlab.adaptive import lsuv
+
+            out.print(lsuv(report.model, x, generator=seed))
+        else:
+            report.fixes.apply(seed)
         after = diagnose(report.model, x, y, train=not eval_mode, seed=seed)
         out.print(f"after the fix: {after.verdict}: {after.reason}", highlight=False,
                   markup=False)

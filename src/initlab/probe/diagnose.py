@@ -174,6 +174,8 @@ def _run(model, args, targets, loss_fn, seed, sample):
             except (RuntimeError, ValueError, IndexError) as error:
                 raise locator.error(error, tuple(args[0].shape)) from error
         loss = _loss(out, targets, loss_fn, seed)
+        if loss.ndim:
+            raise ValueError(f"the loss must be a scalar, got shape {_shape(tuple(loss.shape))}")
         leaves = [p for p in model.parameters() if p.requires_grad] + \
             [a for a in probe_args if a.requires_grad]
         grads = {}
@@ -225,12 +227,14 @@ def diagnose(model: nn.Module, inputs: Inputs, targets: Tensor | None = None,
 
     Example::
 
-        >>> import torch, initlab
+        >>> import torch
+        >>> from initlab.probe import diagnose
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(),
         ...                             torch.nn.Linear(8, 2))
-        >>> report = initlab.diagnose(model, torch.randn(32, 8))
-        >>> report.verdict in ("healthy", "vanishing", "exploding", "saturated", "dead")
-        True
+        >>> with torch.no_grad():
+        ...     _ = model[0].bias.fill_(-10.0)  # every ReLU input far below 0
+        >>> diagnose(model, torch.randn(32, 8, generator=torch.Generator().manual_seed(0))).verdict
+        'dead'
     """
     args = _as_args(inputs)
     _check(model, args)

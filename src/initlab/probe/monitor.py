@@ -11,10 +11,12 @@ forwards (validation) are neither counted nor recorded. Steps 0, every, 2 every,
 are recorded: the same statistics as ``diagnose`` (``initlab.probe.stats``) for every
 probed call, the gradient norm with respect to each output and each layer's weight
 gradient norm (from the backward that follows), and a histogram of each output
-(fastai's "colorful dimension"). Everything stays on the device until a flush: every
-``flush_every`` recorded steps, on ``flush()`` and when the ``with`` block ends, one
-host copy moves all pending numbers. Between recorded steps the hooks only check a
-flag, so a monitor at ``every=50`` costs little (``benchmarks/doctor_overhead.py``).
+(fastai's "colorful dimension", from at most ``sample`` evenly strided elements).
+Everything stays on the device until a flush: every ``flush_every`` recorded steps,
+on ``flush()`` and when the ``with`` block ends, one host copy moves all pending
+numbers. Between recorded steps only one hook runs, on the model itself: the probes
+are put on at a recorded step and taken off at the next step, so a monitor at
+``every=50`` costs little (``benchmarks/doctor_overhead.py``).
 
 ``history`` holds one dict per probed call per recorded step (``LayerRow`` fields
 plus ``step``, ``hist``, ``hist_lo``, ``hist_hi``); ``verdicts`` the verdict of
@@ -95,42 +97,53 @@ class Monitor:
         self._open: _Record | None = None
         self._closed: list[_Record] = []
         self._recorder: Recorder | None = None
-        self._handles: list = []
+        self._root: Hook | None = None
+        self._params: list[Tensor] = []
+        self._grad_hooks: list = []
 
     def __enter__(self) -> Monitor:
         sites, self.notes = find_sites(self.model)
-        self._recorder = Recorder(sites, hist=self._hist, sample=self._sample).__enter__()
-        self._recorder.active = False
-        self._handles = [Hook(self.model, self._on_forward, pre=True)]
-        params = {id(p): p for s in sites if not s.derived for p in weights(s.module)}
-        self._handles += [p.register_post_accumulate_grad_hook(self._on_grad)
-                          for p in params.values() if p.requires_grad]
+        self._recorder = Recorder(sites, hist=self._hist, sample=self._sample)
+        weights_of_sites = {id(p): p for s in sites if not s.derived for p in weights(s.module)}
+        self._params = [p for p in weights_of_sites.values() if p.requires_grad]
+        self._root = Hook(self.model, self._on_forward, pre=True)
         return self
 
     def __exit__(self, *exc) -> None:
         try:
-            for handle in self._handles:
-                handle.remove()
-            self._recorder.__exit__(*exc)
+            self._root.remove()
+            self._close()
         finally:
-            self._handles = []
+            self._root = None
             self.flush()
 
     def _on_forward(self, module: nn.Module, inputs: tuple, _) -> None:
-        if self._open is not None:
-            self._open.events = self._recorder.take()
-            self._closed.append(self._open)
-            self._open = None
+        """Each forward of the model: close the record of the last recorded step, open one
+        (hooks on) when this is a training step to record."""
+        self._close()
         if len(self._closed) >= self.flush_every:
             self.flush()
-        training = module.training and torch.is_grad_enabled()
-        self._recorder.active = training and self.steps % self.every == 0
-        if self._recorder.active:
+        if not (module.training and torch.is_grad_enabled()):
+            return
+        if self.steps % self.every == 0:
             x = next((a for a in inputs if isinstance(a, Tensor) and a.is_floating_point()), None)
             self._open = _Record(self.steps, rms(x) if x is not None else None)
-            self._recorder.take()
-        if training:
-            self.steps += 1
+            self._recorder.__enter__()
+            self._grad_hooks = [p.register_post_accumulate_grad_hook(self._on_grad)
+                                for p in self._params]
+        self.steps += 1
+
+    def _close(self) -> None:
+        """End the open record: its hooks come off, its events wait for the next flush."""
+        if self._open is None:
+            return
+        self._open.events = self._recorder.take()
+        self._recorder.__exit__()
+        for handle in self._grad_hooks:
+            handle.remove()
+        self._grad_hooks = []
+        self._closed.append(self._open)
+        self._open = None
 
     def _on_grad(self, param: Tensor) -> None:
         if self._open is not None and param.grad is not None:
@@ -139,15 +152,12 @@ class Monitor:
     def flush(self) -> None:
         """Move every completed record to ``history`` (and the store) with one host copy;
         while training, the step being recorded stays until the next step begins."""
-        if self._open is not None and not self._handles:  # the monitor has ended
-            self._open.events = self._recorder.take()
-            self._closed.append(self._open)
-            self._open = None
         records = [r for r in self._closed if r.events]
         self._closed = []
         if not records:
             return
-        numbers, hists = self._host_copy(records)
+        numbers, hist_rows = self._host_copy(records)
+        hists = iter(hist_rows)
         new_rows = []
         for record in records:
             n = len(record.events)
@@ -159,7 +169,7 @@ class Monitor:
             for event, row in zip(record.events, rows, strict=True):
                 lo, hi = self._recorder.range_of(event.site)
                 new_rows.append({"step": record.step, **asdict(row), "label": row.label,
-                                 "hist": hists.pop(0), "hist_lo": lo, "hist_hi": hi})
+                                 "hist": next(hists), "hist_lo": lo, "hist_hi": hi})
         self.history += new_rows
         if self.store is not None:
             write_history(self.store, new_rows, run=self.run, label=self.label)
@@ -176,8 +186,10 @@ class Monitor:
                 nan[0] = record.input_rms.to(nan.device)
             parts.append(nan)
             hists += [e.hist for e in record.events]
-        table = torch.stack(parts).cpu().tolist()
-        return table, torch.stack(hists).cpu().tolist()
+        table, counts = torch.stack(parts), torch.stack(hists)
+        both = torch.cat([table.flatten(), counts.flatten().to(table.dtype)]).cpu()  # one copy
+        return both[:table.numel()].view(table.shape).tolist(), \
+            both[table.numel():].view(counts.shape).tolist()
 
     def plot(self, path: str | Path | None = None, stats=("std", "grad_norm", "dead",
                                                           "saturated")):

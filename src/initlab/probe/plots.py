@@ -34,7 +34,7 @@ def save(figure: Figure, path: str | Path | None) -> Figure:
     """Write ``figure`` to ``path`` (format from the suffix) when a path is given."""
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110, bbox_inches="tight")
+        figure.savefig(path, dpi=100)
     return figure
 
 
@@ -126,7 +126,7 @@ def colorful_dimension(history: list[dict], sites: list[str] | None = None,
 
 def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=100)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -1,6 +1,6 @@
 """The recorder: forward hooks on every site's module that summarize each call.
 
-While ``Recorder.active`` is true, every forward call of a probed module appends one
+Inside ``with Recorder(sites)``, every forward call of a probed module appends one
 ``Event`` per site of that module (its own, then the functional activations derived
 from its output), in execution order; a module called twice gives two events. With
 ``backward=True`` a hook on the output tensor adds the norm of the gradient with
@@ -12,7 +12,7 @@ return None, so gradients flow as without them; statistics are taken under
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -49,7 +49,6 @@ class Event:
     stats: Tensor  # forward_stats vector, on the device
     hist: Tensor | None = None
     grad_norm: Tensor | None = None  # |dL/d output|, set during backward
-    extra: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -76,7 +75,6 @@ class Recorder:
     def __init__(self, sites: list[Site], *, backward: bool = True,
                  hist: HistogramSpec | None = None, sample: int = SAMPLE):
         self.backward, self.hist, self.sample = backward, hist, sample
-        self.active = True
         self.events: list[Event] = []
         self._calls: dict[Site, int] = defaultdict(int)
         self._by_module: dict[nn.Module, list[Site]] = defaultdict(list)
@@ -86,6 +84,7 @@ class Recorder:
         self.hooks = Hooks()
 
     def __enter__(self) -> Recorder:
+        self.hooks = Hooks()
         for module in self._by_module:
             self.hooks.add(Hook(module, self._on_forward))
         return self
@@ -102,8 +101,6 @@ class Recorder:
         return {hook.module: hook.calls for hook in self.hooks}
 
     def _on_forward(self, module: nn.Module, inputs: tuple, output) -> None:
-        if not self.active:
-            return
         y = first_tensor(output)
         if y is None:
             return
@@ -116,7 +113,7 @@ class Recorder:
             event = Event(site, self._calls[site], tuple(value.shape),
                           forward_stats(value, facts(site.activation), self.sample))
             if self.hist is not None:
-                event.hist = histogram(value, self.hist.bins, *self._ranges[site])
+                event.hist = histogram(value, self.hist.bins, *self._ranges[site], self.sample)
         self._calls[site] += 1
         self.events.append(event)
         if self.backward and not site.derived and y.requires_grad:

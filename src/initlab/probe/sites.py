@@ -18,7 +18,8 @@ A *site* is one place whose output the probe summarizes. Kinds:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, replace
 
 from torch import fx, nn
 
@@ -96,9 +97,29 @@ def _transformer_sites(model: nn.Module) -> list[Site]:
     return sites
 
 
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def find_sites(model: nn.Module) -> tuple[list[Site], list[str]]:
     """Every site of ``model`` (module order; derived sites after their producer's own)
-    and notes on what could not be probed."""
+    and notes on what could not be probed.
+
+    Tracing costs tens of milliseconds on a ResNet, so the answer is kept per model and
+    found again when the model's modules are no longer the same objects.
+    """
+    modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
+    signature = tuple((name, id(module)) for name, module in modules.items())
+    cached = _CACHE.get(model)
+    if cached is None or cached[0] != signature:
+        sites, notes = _find_sites(model)
+        # kept without module references, so that the cache never holds the model alive
+        bare = [(names[id(s.module)], replace(s, module=None)) for s in sites]
+        cached = _CACHE[model] = (signature, bare, notes)
+    return [replace(site, module=modules[name]) for name, site in cached[1]], list(cached[2])
+
+
+def _find_sites(model: nn.Module) -> tuple[list[Site], list[str]]:
     own = [s for n, m in model.named_modules() if (s := _module_site(n, m)) is not None]
     derived, notes = _traced_sites(model)
     derived += _transformer_sites(model)
