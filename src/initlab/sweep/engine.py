@@ -403,8 +403,7 @@ class _StackedRun:
         for step in range(c.steps):
             if step in when:
                 evals.append((step, self._evaluate()))
-            idx = batches[step]
-            loss = self._step(step, d.x_train.index_select(0, idx), d.y_train.index_select(0, idx))
+            loss = self._step(step, *self._batch(batches[step]))
             if row < len(self.log_steps) and self.log_steps[row] == step:
                 self.loss_log[row] = loss
                 row += 1
@@ -414,9 +413,17 @@ class _StackedRun:
         stats.append(net.probe(*probe))
         return self._results(evals, stats)
 
+    def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The minibatch ``idx`` gathered into the workspace."""
+        space, d = self.net.workspace, self.d
+        x = space.take(("x",), (len(idx), d.x_train.shape[1]))
+        y = torch.empty(len(idx), dtype=torch.long, device=idx.device)
+        return torch.index_select(d.x_train, 0, idx, out=x), torch.index_select(
+            d.y_train, 0, idx, out=y)
+
     def _step(self, step: int, x: Tensor, y: Tensor) -> Tensor:
         """One forward/backward/update of every model; returns the [K] losses."""
-        logits, cache = self.net.forward(x)
+        logits, cache = self.net.forward(x, self.net.workspace)
         loss, grad_logits = self.net.loss(logits, y)
         if step == 0:
             self.limit = _divergence_limit(loss, self.d.num_classes)
