@@ -36,16 +36,20 @@ log = logging.getLogger(__name__)
 
 Group = list[RunConfig]
 OnStart = Callable[[Group], None]
+OnSteps = Callable[[int], None]
 
 
 class Executor(Protocol):
     """Computes groups of runs and yields each group's results as it finishes."""
 
     def map(self, groups: Sequence[Group], data: Dataset, *, device: str = "cpu",
-            on_start: OnStart | None = None) -> Iterator[list[RunResult]]:
+            on_start: OnStart | None = None,
+            on_steps: OnSteps | None = None) -> Iterator[list[RunResult]]:
         """Train every group on ``data``; yield one list of RunResults per group, in the
         order groups finish. ``on_start(group)`` is called in the driver when a group is
-        handed to the compute (started locally, or submitted to a cluster)."""
+        handed to the compute (started locally, or submitted to a cluster);
+        ``on_steps(n)`` with the run-steps just trained, by executors that train in the
+        driver's process (others report progress only as groups finish)."""
         ...
 
 
@@ -66,13 +70,14 @@ def train_reference_safely(config: RunConfig, data: Dataset, *,
         return failed(config, traceback.format_exc(), time.perf_counter() - start)
 
 
-def train_group_safely(configs: Group, data: Dataset, *, device: str = "cpu") -> list[RunResult]:
+def train_group_safely(configs: Group, data: Dataset, *, device: str = "cpu",
+                       on_steps: OnSteps | None = None) -> list[RunResult]:
     """``train_group``; if it raises, each config alone through the reference loop.
 
     One result per config, in the order of ``configs``, whatever happens inside.
     """
     try:
-        return train_group(configs, data, device=device)
+        return train_group(configs, data, device=device, progress=on_steps)
     except Exception as exc:
         log.warning("the vectorized engine raised on a group of %d runs (%s: %s); training "
                     "them one by one with the reference loop", len(configs),
@@ -84,11 +89,12 @@ class LocalExecutor:
     """Trains the groups one after the other in this process."""
 
     def map(self, groups: Sequence[Group], data: Dataset, *, device: str = "cpu",
-            on_start: OnStart | None = None) -> Iterator[list[RunResult]]:
+            on_start: OnStart | None = None,
+            on_steps: OnSteps | None = None) -> Iterator[list[RunResult]]:
         for group in groups:
             if on_start is not None:
                 on_start(group)
-            yield train_group_safely(group, data, device=device)
+            yield train_group_safely(group, data, device=device, on_steps=on_steps)
 
 
 #: Executor factories by name: ``EXECUTORS[name](**options)``.

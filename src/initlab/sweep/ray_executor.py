@@ -38,7 +38,14 @@ from initlab import activations
 from initlab.activations import Activation
 from initlab.data import Dataset
 from initlab.sweep.engine import RunResult
-from initlab.sweep.executors import EXECUTORS, Group, OnStart, failed, train_group_safely
+from initlab.sweep.executors import (
+    EXECUTORS,
+    Group,
+    OnStart,
+    OnSteps,
+    failed,
+    train_group_safely,
+)
 
 try:
     import ray
@@ -118,11 +125,13 @@ class RayExecutor:
         self.max_retries = max_retries
 
     def map(self, groups: Sequence[Group], data: Dataset, *, device: str = "cpu",
-            on_start: OnStart | None = None) -> Iterator[list[RunResult]]:
+            on_start: OnStart | None = None,
+            on_steps: OnSteps | None = None) -> Iterator[list[RunResult]]:
         """Submit every group as a Ray task and yield their results as tasks finish.
 
-        ``on_start(group)`` is called in the driver as each group is submitted. If the
-        caller stops iterating early, the tasks not yet finished are cancelled.
+        ``on_start(group)`` is called in the driver as each group is submitted. Steps train
+        on the workers, so ``on_steps`` is not called: progress comes as groups finish. If
+        the caller stops iterating early, the tasks not yet finished are cancelled.
         """
         self._check_device(device)
         if not groups:

@@ -77,8 +77,8 @@ def run_sweep(spec: SweepSpec | str | Path, store: Store | str | Path | None = N
     with _opened(store) as db:
         sweep_id = db.add_sweep(spec, configs)
         groups = group_configs(db.todo(sweep_id, retry_failed=retry_failed))
-        with _display(spec, len(configs), groups, progress, console) as shown:
-            results = executor.map(groups, dataset, device=device,
+        with _display(spec, len(configs), groups, progress, console) as (shown, stepped):
+            results = executor.map(groups, dataset, device=device, on_steps=stepped,
                                    on_start=lambda group: db.mark_running(sweep_id, group))
             for group_results in results:
                 db.record(sweep_id, group_results)
@@ -109,20 +109,27 @@ def describe_group(results: list[RunResult]) -> str:
 @contextmanager
 def _display(spec: SweepSpec, total: int, groups: list[Group], enabled: bool,
              console: Console | None) -> Iterator:
-    """A callable that shows each finished group; a rich bar over the sweep when enabled."""
+    """Two callables: one shows each finished group, one counts trained run-steps; rich bars
+    over the sweep's runs and its training steps when enabled."""
     todo = sum(len(g) for g in groups)
     if not enabled:
-        yield lambda results: None
+        yield (lambda results: None), None
         return
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=console)
     done_before = f" ({total - todo} of {total} already stored)" if todo < total else ""
     with bar:
-        task = bar.add_task(f"{spec.title()}{done_before}", total=todo)
+        runs = bar.add_task(f"{spec.title()}{done_before}: runs", total=todo)
+        steps = bar.add_task("  training steps (runs x steps)",
+                             total=sum(c.steps for g in groups for c in g))
         count = iter(range(1, len(groups) + 1))
+        finished_steps = 0
 
         def show(results: list[RunResult]) -> None:
+            nonlocal finished_steps
             bar.console.print(f"  group {next(count)}/{len(groups)}: {describe_group(results)}")
-            bar.advance(task, len(results))
+            bar.advance(runs, len(results))
+            finished_steps += sum(r.config.steps for r in results)  # executors without on_steps
+            bar.update(steps, completed=max(bar.tasks[steps].completed, finished_steps))
 
-        yield show
+        yield show, lambda n: bar.advance(steps, n)
