@@ -1,7 +1,8 @@
 """initlab: choose, apply and verify weight initialization and activation functions.
 
 >>> import initlab, torch
->>> model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.Tanh(), torch.nn.Linear(256, 10))
+>>> from torch import nn
+>>> model = nn.Sequential(nn.Linear(784, 256), nn.Tanh(), nn.Linear(256, 10))
 >>> plan = initlab.init_model(model, generator=0)   # exact tanh gain on the first layer
 >>> round(initlab.gain("tanh"), 4)
 1.5925
@@ -11,9 +12,11 @@ from initlab import activations, data, init, models, theory
 from initlab.adaptive import lsuv, propagated_gains
 from initlab.gains import gain, moments
 from initlab.plan import InitPlan, init_model, plan
+from initlab.probe import diagnose, monitor
 from initlab.sweep import SweepSpec, run_sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["InitPlan", "SweepSpec", "activations", "data", "gain", "init", "init_model", "lsuv",
-           "models", "moments", "plan", "propagated_gains", "run_sweep", "theory"]
+__all__ = ["InitPlan", "SweepSpec", "activations", "data", "diagnose", "gain", "init",
+           "init_model", "lsuv", "models", "moments", "monitor", "plan", "propagated_gains",
+           "run_sweep", "theory"]
