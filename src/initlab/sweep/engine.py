@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -57,6 +57,7 @@ DIVERGENCE_FACTOR = 1e3
 EVAL_CHUNK = 1024
 
 Progress = Callable[[int], None]  # called with the number of run-steps (runs x steps) just done
+Builder = Callable[[RunConfig, Dataset], nn.Module]  # the model a config trains
 
 
 @dataclass
@@ -73,7 +74,6 @@ class RunResult:
     seconds: float
     engine: Literal["vectorized", "reference"]
     error: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def group_key(config: RunConfig) -> tuple:
@@ -146,7 +146,8 @@ class _Data:
         return self.x_fit[:batch_size], self.y_fit[:batch_size]
 
 
-def _build(config: RunConfig, data: Dataset) -> nn.Module:
+def build_model(config: RunConfig, data: Dataset) -> nn.Module:
+    """The model ``config`` trains on ``data``: ``initlab.models.build`` seeded by config.seed."""
     return models.build(config.model, data.input_shape, data.num_classes,
                         activation=config.activation, depth=config.depth, width=config.width,
                         init=config.init, seed=config.seed)
@@ -280,17 +281,19 @@ def _torch_optimizer(kind: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 def train_reference(config: RunConfig, data: Dataset, *, device: str = "cpu",
-                    progress: Progress | None = None) -> RunResult:
-    """Train one model the plain PyTorch way: ``models.build``, ``torch.optim``,
-    ``F.cross_entropy`` and autograd. Dropout (if any) draws from the global generator,
-    seeded with ``config.seed`` inside a forked RNG state (the caller's is left as it was)."""
+                    progress: Progress | None = None, builder: Builder = build_model
+                    ) -> RunResult:
+    """Train one model the plain PyTorch way: ``builder(config, data)`` (default
+    :func:`build_model`), ``torch.optim``, ``F.cross_entropy`` and autograd. Dropout (if
+    any) draws from the global generator, seeded with ``config.seed`` inside a forked RNG
+    state (the caller's is left as it was). ``progress(1)`` follows every step."""
     torch.set_flush_denormal(True)
     start = time.perf_counter()
     dev = torch.device(device)
     d = _Data.of(data, dev, flatten=False)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        model = _build(config, data).to(dev)
+        model = builder(config, data).to(dev)
         model.train()
         stats = _reference_probe(model, *d.probe(config.batch_size), "init")
         losses, evals, diverged_at = _reference_loop(model, config, d, progress)
@@ -334,13 +337,17 @@ def _reference_loop(model: nn.Module, config: RunConfig, d: _Data, progress: Pro
 
 
 def train_group(configs: Sequence[RunConfig], data: Dataset, *, device: str = "cpu",
-                progress: Progress | None = None) -> list[RunResult]:
+                progress: Progress | None = None, builder: Builder = build_model
+                ) -> list[RunResult]:
     """Train ``configs`` on ``data``; results in the order of ``configs``.
 
     Configs are partitioned by :func:`group_key`; each stackable partition trains as one
     vectorized group (:class:`~initlab.sweep.stacked.StackedMLP`), the rest one by one
     through :func:`train_reference`. ``RunResult.engine`` says which engine ran.
     ``RunResult.seconds`` of a vectorized run is the group's time divided by its size.
+    ``builder(config, data)`` makes each model (default :func:`build_model`); the
+    vectorized engine copies the built MLPs' weights, so both engines start from the
+    same numbers. ``progress(n)`` follows every step with n = the runs it advanced.
     """
     parts: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
@@ -349,21 +356,22 @@ def train_group(configs: Sequence[RunConfig], data: Dataset, *, device: str = "c
     for key, members in parts.items():
         group = [configs[i] for i in members]
         if key[0] == "vectorized" and len(group) > 1:
-            trained = _train_stacked(group, data, torch.device(device), progress)
+            trained = _train_stacked(group, data, torch.device(device), progress, builder)
         else:
-            trained = [train_reference(c, data, device=device, progress=progress) for c in group]
+            trained = [train_reference(c, data, device=device, progress=progress,
+                                       builder=builder) for c in group]
         for i, result in zip(members, trained, strict=True):
             results[i] = result
     return results  # type: ignore[return-value]
 
 
 def _train_stacked(configs: list[RunConfig], data: Dataset, device: torch.device,
-                   progress: Progress | None) -> list[RunResult]:
+                   progress: Progress | None, builder: Builder) -> list[RunResult]:
     """Train one group as stacked MLPs; models are ordered by activation internally."""
     torch.set_flush_denormal(True)
     start = time.perf_counter()
     order = sorted(range(len(configs)), key=lambda i: configs[i].activation)
-    net = StackedMLP([_build(configs[i], data) for i in order], device)
+    net = StackedMLP([builder(configs[i], data) for i in order], device)
     run = _StackedRun([configs[i] for i in order], net, _Data.of(data, device, flatten=True))
     ordered = run.train(progress)
     seconds = (time.perf_counter() - start) / len(configs)
