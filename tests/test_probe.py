@@ -19,14 +19,6 @@ from initlab.probe.verdict import TOLERANCE, judge
 
 D_IN, WIDTH, DEPTH, BATCH = 32, 64, 8, 64
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one intra-op thread avoids waiting on busy CI cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 X = torch.randn(BATCH, D_IN, generator=torch.Generator().manual_seed(1))
 
 

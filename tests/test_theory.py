@@ -14,16 +14,6 @@ from initlab import activations, theory
 from initlab.cli._app import app
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The theory's tensors are small (<= 1e4 x 66): intra-op threads have nothing to share and
-    their synchronization costs 10-50x on a busy machine (docs/theory.md, Speed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gauss(f, q: float, cuts=()) -> float:
     """E[f(sqrt(q) z)], z ~ N(0, 1), by adaptive quadrature split at 0, the cuts and +-1/sqrt(q)."""
     s = math.sqrt(q)
