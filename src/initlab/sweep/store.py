@@ -4,7 +4,7 @@ Tables::
 
     sweeps      id (the spec's key), name, spec JSON, created
     runs        id, sweep_id, config_key, config JSON, status, started, finished, seconds,
-                engine, error, steps_to_target, diverged_at, extra (JSON);
+                engine, error, steps_to_target, diverged_at;
                 UNIQUE(sweep_id, config_key)
     metrics     run, step, kind, value         kind: "loss" (train loss every log_every
                                                steps) and each eval field: "train_acc",
@@ -69,7 +69,6 @@ CREATE TABLE IF NOT EXISTS runs (
     error           TEXT,
     steps_to_target INTEGER,
     diverged_at     INTEGER,
-    extra           TEXT,
     UNIQUE (sweep_id, config_key)
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (sweep_id, status);
@@ -133,7 +132,6 @@ class RunRow:
     error: str | None
     steps_to_target: int | None
     diverged_at: int | None
-    extra: dict
 
 
 class Store:
@@ -232,10 +230,10 @@ class Store:
         key = r.config.key()
         found = db.execute(
             "UPDATE runs SET status = ?, finished = ?, seconds = ?, engine = ?, error = ?, "
-            "steps_to_target = ?, diverged_at = ?, extra = ?, started = COALESCE(started, ?) "
+            "steps_to_target = ?, diverged_at = ?, started = COALESCE(started, ?) "
             "WHERE sweep_id = ? AND config_key = ? RETURNING id",
             (r.status, stamp, r.seconds, r.engine, r.error, r.steps_to_target, r.diverged_at,
-             json.dumps(r.extra) if r.extra else None, stamp, sweep_id, key)).fetchone()
+             stamp, sweep_id, key)).fetchone()
         if found is None:
             raise KeyError(f"run {key} ({r.config.label()}) is not part of sweep {sweep_id}; "
                            "add the sweep with Store.add_sweep first")
@@ -297,12 +295,11 @@ class Store:
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             args.extend(statuses)
         sql = ("SELECT id, sweep_id, config_key, config, status, started, finished, seconds, "
-               "engine, error, steps_to_target, diverged_at, extra FROM runs"
+               "engine, error, steps_to_target, diverged_at FROM runs"
                + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id")
         # Stored configs were validated when written: read them back without re-checking
         # names, so a sweep over a custom-registered activation stays readable anywhere.
-        return [RunRow(*row[:3], RunConfig.model_construct(**json.loads(row[3])), *row[4:-1],
-                       json.loads(row[-1]) if row[-1] else {})
+        return [RunRow(*row[:3], RunConfig.model_construct(**json.loads(row[3])), *row[4:])
                 for row in self._db.execute(sql, args)]
 
     def series(self, run_ids: Iterable[int]) -> dict[int, dict[str, list[tuple[int, float]]]]:
@@ -386,7 +383,7 @@ class Store:
                 "status": r.status, "started": r.started, "finished": r.finished,
                 "seconds": r.seconds, "engine": r.engine, "error": r.error,
                 "steps_to_target": r.steps_to_target, "diverged_at": r.diverged_at,
-                "extra": r.extra, "metrics": {k: [[step, v] for step, v in s]
+                "metrics": {k: [[step, v] for step, v in s]
                             for k, s in series.get(r.id, {}).items()},
                 "layer_stats": stats.get(r.id, [])})
         doc = {"sweeps": [{"id": s.id, "name": s.name, "created": s.created, "spec": s.spec,
@@ -417,4 +414,4 @@ def _result(row: RunRow, series: dict[str, list[tuple[int, float]]],
         config=row.config, status=row.status, losses=list(series.get("loss", [])),
         evals=[{"step": step, **values} for step, values in sorted(evals.items())],
         steps_to_target=row.steps_to_target, diverged_at=row.diverged_at, layer_stats=stats,
-        seconds=row.seconds, engine=row.engine, error=row.error, extra=row.extra)
+        seconds=row.seconds, engine=row.engine, error=row.error)
