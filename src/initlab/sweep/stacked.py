@@ -14,11 +14,12 @@ minibatch ``x`` (B x n_0):
   MKL, the stride-0 batched matmul trains the article's grid (36 x 784-256-10, batch
   128) at 80-88 GFLOP/s against 56-63 for the wide matmul: MKL's kernel for a
   128 x 784 x 9216 product is slower than its 36 batched 128 x 784 x 256 ones;
-* ``H_l = phi(Z_l)`` is applied per sub-group of models sharing an activation
+* ``H_l = phi(Z_l)`` is applied in place, per sub-group of models sharing an activation
   (contiguous index ranges: the caller orders the models by activation), and
-  ``dZ_l = phi'(Z_l) * dH_l`` uses PyTorch's own autograd kernels
-  (``tanh_backward``, ``threshold_backward``, ...), so the numbers are the ones
-  autograd would give;
+  ``dZ_l = phi'(Z_l) * dH_l`` uses PyTorch's own autograd kernels (``tanh_backward``,
+  ``threshold_backward``, ...), so the numbers are the ones autograd gives. Where the
+  derivative can be read from the output (identity, ReLU, Leaky ReLU, ELU/SELU/CELU,
+  tanh, sigmoid, hardtanh, ReLU6) no copy of Z is kept; the others keep one;
 * the loss of model k is the mean cross-entropy over the batch,
   ``L_k = -(1/B) sum_b log softmax(z_b)[y_b]``, with
   ``dL_k/dz_b = (softmax(z_b) - onehot(y_b)) / B``.
@@ -27,9 +28,9 @@ The forward and backward passes are written out by hand rather than taped by aut
 no graph is built; the weight update of plain SGD is fused into the gradient matmul
 (``W += H^T @ (-lr * dZ)``, one pass over the weights instead of three); activations,
 their gradients and the matmul outputs of the training batch live in a
-:class:`Workspace` reused from step to step (fresh multi-megabyte buffers would be
-page-faulted in again at every step, which cost as much as the matmuls on the deep
-grid). Every operation is per model (block k of a matmul's output reads only model k's
+:class:`Workspace` reused from step to step (fresh multi-megabyte buffers are
+page-faulted in again at every step: on the deep grid, 20 x 64, that took the step from
+~50 to ~90 ms). Every operation is per model (block k of a matmul's output reads only model k's
 blocks; losses and sums run within a model), so NaN or Inf in one model, e.g. one that
 diverged, never reaches another. ``tests/test_engine.py`` checks the gradients against
 autograd on the same modules.
@@ -51,74 +52,100 @@ from initlab import activations
 from initlab._names import unknown
 from initlab.activations import SELU_ALPHA, SELU_SCALE, Activation
 
-Forward = Callable[[Tensor, Tensor], object]  # (z, out): out <- phi(z)
-Backward = Callable[[Tensor, Tensor, Tensor, Tensor], object]  # (g, z, y, out): out <- g phi'(z)
-
 _aten = torch.ops.aten
 
-
-def _elu_like(alpha: float, scale: float, input_scale: float) -> tuple[Forward, Backward]:
-    """ELU's family: scale * (x if x > 0 else alpha * (exp(input_scale * x) - 1));
-    SELU and CELU are members, as ATen computes them."""
-    return (lambda z, out: _aten.elu.out(z, alpha, scale, input_scale, out=out),
-            lambda g, z, y, out: _aten.elu_backward.grad_input(
-                g, alpha, scale, input_scale, False, z, grad_input=out))
+InPlace = Callable[[Tensor], object]  # t <- phi(t)
+Backward = Callable[[Tensor, "Tensor | None", Tensor, Tensor], object]  # (g, z, y, out)
 
 
-def _pointwise(name: str, *args) -> tuple[Forward, Backward]:
-    """``aten.<name>.out`` forward and ``aten.<name>_backward.grad_input`` (from z) backward."""
+@dataclass(frozen=True)
+class Kernels:
+    """An activation applied in place, and its backward pass as PyTorch's autograd runs it.
+
+    ``forward(t)`` sets ``t <- phi(t)``; ``backward(g, z, y, out)`` sets
+    ``out <- g * phi'(z)`` given ``y = phi(z)``. When ``needs_input`` is False the backward
+    reads only y (e.g. tanh' = 1 - y^2, relu' = [y > 0], ELU's from y + alpha) and the
+    engine keeps no copy of the pre-activation z (it gets None).
+    """
+
+    forward: InPlace
+    backward: Backward
+    needs_input: bool
+
+
+def _from_output(forward: InPlace, backward: Callable[[Tensor, Tensor, Tensor], object]
+                 ) -> Kernels:
+    """Kernels whose backward is ``backward(g, y, out)``."""
+    return Kernels(forward, lambda g, z, y, out: backward(g, y, out), needs_input=False)
+
+
+def _from_input(name: str, *args, **kwargs) -> Kernels:
+    """``aten.<name>`` in place and ``aten.<name>_backward`` from the saved input z."""
     fwd, bwd = getattr(_aten, name).out, getattr(_aten, f"{name}_backward")
-    return (lambda z, out: fwd(z, *args, out=out),
-            lambda g, z, y, out: bwd.grad_input(g, z, *args, grad_input=out))
+    return Kernels(lambda t: fwd(t, *args, **kwargs, out=t),
+                   lambda g, z, y, out: out.copy_(bwd(g, z, *args, **kwargs)),
+                   needs_input=True)
 
 
-def _aten_kernels(act: Activation) -> tuple[Forward, Backward] | None:
-    """ATen's own forward and autograd kernels for ``act``, writing into ``out``; None when
-    ``act`` is not one of the registry's built-ins PyTorch has kernels for."""
+def _elu_like(alpha: float, scale: float, input_scale: float) -> Kernels:
+    """ELU's family, ``scale * (x if x > 0 else alpha * (exp(input_scale x) - 1))`` (SELU and
+    CELU are members, as ATen computes them); for alpha > 0 the derivative on x <= 0 is
+    ``input_scale * (y + alpha scale)``, read from y (autograd's in-place form)."""
+    return _from_output(
+        lambda t: _aten.elu_(t, alpha, scale, input_scale),
+        lambda g, y, out: _aten.elu_backward.grad_input(g, alpha, scale, input_scale, True, y,
+                                                        grad_input=out))
+
+
+def _aten_kernels(act: Activation) -> Kernels | None:
+    """ATen's own kernels for ``act``; None when it is not one of the registry's built-ins
+    PyTorch has kernels for."""
     p = act.params
-    table: dict[str, Callable[[], tuple[Forward, Backward]]] = {
-        "identity": lambda: (lambda z, out: out.copy_(z), lambda g, z, y, out: out.copy_(g)),
-        "relu": lambda: (lambda z, out: _aten.clamp_min.out(z, 0, out=out),
-                         lambda g, z, y, out: _aten.threshold_backward.grad_input(
-                             g, y, 0, grad_input=out)),
-        "tanh": lambda: (lambda z, out: _aten.tanh.out(z, out=out),
-                         lambda g, z, y, out: _aten.tanh_backward.grad_input(g, y, grad_input=out)),
-        "sigmoid": lambda: (lambda z, out: _aten.sigmoid.out(z, out=out),
-                            lambda g, z, y, out: _aten.sigmoid_backward.grad_input(
-                                g, y, grad_input=out)),
-        "leaky_relu": lambda: (
-            lambda z, out: _aten.leaky_relu.out(z, p["alpha"], out=out),
-            lambda g, z, y, out: _aten.leaky_relu_backward.grad_input(
-                g, z, p["alpha"], False, grad_input=out)),
-        "elu": lambda: _elu_like(p["alpha"], 1.0, 1.0),
-        "celu": lambda: _elu_like(p["alpha"], 1.0, 1.0 / p["alpha"]),
-        "selu": lambda: _elu_like(SELU_ALPHA, SELU_SCALE, 1.0),
-        "gelu": lambda: (lambda z, out: _aten.gelu.out(z, approximate="none", out=out),
-                         lambda g, z, y, out: _aten.gelu_backward.grad_input(
-                             g, z, approximate="none", grad_input=out)),
-        "gelu_tanh": lambda: (lambda z, out: _aten.gelu.out(z, approximate="tanh", out=out),
-                              lambda g, z, y, out: _aten.gelu_backward.grad_input(
-                                  g, z, approximate="tanh", grad_input=out)),
-        "silu": lambda: _pointwise("silu"),
-        "softplus": lambda: _pointwise("softplus", p["beta"], 20.0),
-        "hardtanh": lambda: _pointwise("hardtanh", p["min_val"], p["max_val"]),
-        "relu6": lambda: _pointwise("hardtanh", 0.0, 6.0),
-        "hardsigmoid": lambda: _pointwise("hardsigmoid"),
-        "hardswish": lambda: (lambda z, out: _aten.hardswish.out(z, out=out),
-                              lambda g, z, y, out: _aten.hardswish_backward.out(g, z, out=out)),
-        "mish": lambda: (lambda z, out: _aten.mish.out(z, out=out),
-                         lambda g, z, y, out: out.copy_(_aten.mish_backward(g, z))),
+    table: dict[str, Callable[[], Kernels]] = {
+        "identity": lambda: _from_output(lambda t: None, lambda g, y, out: out.copy_(g)),
+        "relu": lambda: _from_output(
+            lambda t: t.clamp_min_(0),
+            lambda g, y, out: _aten.threshold_backward.grad_input(g, y, 0, grad_input=out)),
+        "tanh": lambda: _from_output(
+            torch.tanh_, lambda g, y, out: _aten.tanh_backward.grad_input(g, y, grad_input=out)),
+        "sigmoid": lambda: _from_output(
+            torch.sigmoid_,
+            lambda g, y, out: _aten.sigmoid_backward.grad_input(g, y, grad_input=out)),
+        "hardtanh": lambda: _from_output(  # lo < y < hi exactly where lo < z < hi
+            lambda t: t.clamp_(p["min_val"], p["max_val"]),
+            lambda g, y, out: _aten.hardtanh_backward.grad_input(
+                g, y, p["min_val"], p["max_val"], grad_input=out)),
+        "relu6": lambda: _from_output(
+            lambda t: t.clamp_(0.0, 6.0),
+            lambda g, y, out: _aten.hardtanh_backward.grad_input(g, y, 0.0, 6.0,
+                                                                 grad_input=out)),
+        "gelu": lambda: _from_input("gelu", approximate="none"),
+        "gelu_tanh": lambda: _from_input("gelu", approximate="tanh"),
+        "silu": lambda: _from_input("silu"),
+        "mish": lambda: _from_input("mish"),
+        "softplus": lambda: _from_input("softplus", p["beta"], 20.0),
+        "hardsigmoid": lambda: _from_input("hardsigmoid"),
+        "hardswish": lambda: _from_input("hardswish"),
     }
+    if act.name in ("elu", "celu", "selu", "leaky_relu") and p.get("alpha", 1.0) > 0:
+        return {
+            "elu": lambda: _elu_like(p["alpha"], 1.0, 1.0),
+            "celu": lambda: _elu_like(p["alpha"], 1.0, 1.0 / p["alpha"]),
+            "selu": lambda: _elu_like(SELU_ALPHA, SELU_SCALE, 1.0),
+            "leaky_relu": lambda: _from_output(  # y > 0 exactly where z > 0
+                lambda t: _aten.leaky_relu_(t, p["alpha"]),
+                lambda g, y, out: _aten.leaky_relu_backward.grad_input(
+                    g, y, p["alpha"], True, grad_input=out)),
+        }[act.name]()
     return table[act.name]() if act.name in table else None
 
 
-def activation_kernels(act: Activation) -> tuple[Forward, Backward]:
-    """``(forward, backward)`` of ``act`` writing into preallocated outputs: ATen's own
-    kernels (the ones autograd runs) where PyTorch has them, else ``act.fn`` and
-    ``act.derivative`` (closed form or autograd) followed by a copy."""
-    return _aten_kernels(act) or (
-        lambda z, out: out.copy_(act.fn(z)),
-        lambda g, z, y, out: out.copy_(g * act.derivative(z)))
+def activation_kernels(act: Activation) -> Kernels:
+    """:class:`Kernels` of ``act``: ATen's own (the ones autograd runs) where PyTorch has
+    them, else ``act.fn`` and ``act.derivative`` (closed form or autograd) from the input."""
+    return _aten_kernels(act) or Kernels(
+        lambda t: t.copy_(act.fn(t)), lambda g, z, y, out: out.copy_(g * act.derivative(z)),
+        needs_input=True)
 
 
 def _activation_key(act: Activation) -> tuple:
@@ -155,18 +182,16 @@ class Segment:
     start: int
     stop: int
     act: Activation
-    forward: Forward
-    backward: Backward
+    kernels: Kernels
 
 
 def _segments(acts: Sequence[Activation]) -> list[Segment]:
     runs: list[Segment] = []
     for k, act in enumerate(acts):
         if runs and _activation_key(runs[-1].act) == _activation_key(act):
-            runs[-1] = Segment(runs[-1].start, k + 1, runs[-1].act, runs[-1].forward,
-                               runs[-1].backward)
+            runs[-1] = Segment(runs[-1].start, k + 1, runs[-1].act, runs[-1].kernels)
         else:
-            runs.append(Segment(k, k + 1, act, *activation_kernels(act)))
+            runs.append(Segment(k, k + 1, act, activation_kernels(act)))
     return runs
 
 
@@ -187,12 +212,13 @@ class Workspace:
 
 @dataclass
 class Cache:
-    """What the backward pass needs from the forward pass: the input and each hidden
-    layer's pre-activation ``Z`` and activation ``H`` (K x B x n each)."""
+    """What the backward pass needs from the forward pass: the input, each hidden layer's
+    activation ``H`` (K x B x n) and, per activation segment, a copy of its pre-activation
+    where the segment's backward needs one (else None)."""
 
     x: Tensor
-    z: list[Tensor] = field(default_factory=list)
     h: list[Tensor] = field(default_factory=list)
+    z: list[list[Tensor | None]] = field(default_factory=list)
     space: Workspace | None = None
 
 
@@ -265,15 +291,24 @@ class StackedMLP:
         out = self._input(x)
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             if i > 0:
-                cache.z.append(out)
-                h = self._empty(space, ("h", i), out, out.shape)
-                for s in self.segments[i - 1]:
-                    s.forward(out[s.start:s.stop], h[s.start:s.stop])
-                cache.h.append(h)
-                out = h
+                cache.z.append(self._activate(out, i - 1, space))
+                cache.h.append(out)
             z = self._empty(space, ("z", i), out, (self.k, len(x), w.shape[2]))
             out = torch.baddbmm(b, out, w, out=z) if b is not None else torch.bmm(out, w, out=z)
         return out, cache
+
+    def _activate(self, z: Tensor, layer: int, space: Workspace | None) -> list[Tensor | None]:
+        """``Z[k] <- phi_k(Z[k])`` in place, segment by segment; the copies of Z kept for
+        the segments whose backward needs them."""
+        kept: list[Tensor | None] = []
+        for j, s in enumerate(self.segments[layer]):
+            part = z[s.start:s.stop]
+            copy = None
+            if s.kernels.needs_input:
+                copy = self._empty(space, ("input", layer, j), part, part.shape).copy_(part)
+            s.kernels.forward(part)
+            kept.append(copy)
+        return kept
 
     @staticmethod
     def loss(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -308,8 +343,8 @@ class StackedMLP:
             inp = cache.h[i - 1] if i > 0 else self._input(cache.x)
             dh = None
             if i > 0:
-                dh = torch.bmm(dz, w.transpose(1, 2), out=self._empty(space, ("dh", i), dz,
-                                                                      inp.shape))
+                dh = torch.bmm(dz, w.transpose(1, 2),
+                               out=self._empty(space, ("dh", inp.shape), dz, inp.shape))
             if neg_lr is not None:
                 w.baddbmm_(inp.transpose(1, 2), dz)
                 if b is not None:
@@ -324,11 +359,11 @@ class StackedMLP:
 
     def _activation_grad(self, dh: Tensor, cache: Cache, layer: int) -> Tensor:
         """dZ = phi'(Z) * dH per segment."""
-        z, h = cache.z[layer], cache.h[layer]
-        dz = self._empty(cache.space, ("dz", layer), dh, dh.shape)
-        for s in self.segments[layer]:
+        h = cache.h[layer]
+        dz = self._empty(cache.space, ("dz", dh.shape), dh, dh.shape)
+        for s, z in zip(self.segments[layer], cache.z[layer], strict=True):
             sl = slice(s.start, s.stop)
-            s.backward(dh[sl], z[sl], h[sl], dz[sl])
+            s.kernels.backward(dh[sl], z, h[sl], dz[sl])
         return dz
 
     # --- measurements ------------------------------------------------------------------
