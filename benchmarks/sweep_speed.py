@@ -23,8 +23,10 @@ vectorized time, against this machine's measured fp32 matmul peak (``peak.py``; 
 before and after, the higher one kept, so the fraction is not flattered by a slow start).
 
 Data: Fashion-MNIST when Debian's package is installed, else a same-shaped stand-in
-(Gaussian 1x28x28 inputs, labels of a fixed random linear teacher); validation and
-test sets are cut to 1024 examples each so that evaluation does not swamp the training.
+(Gaussian 1x28x28 inputs, labels of a fixed random linear teacher). The splits are cut
+(TRAIN_SIZE training examples, EVAL_SIZE validation and test examples) so that the two
+evaluations of every run do not swamp a short benchmark: the training steps are what the
+engines differ in, and the minibatches cost the same whatever the set they come from.
 
     python benchmarks/sweep_speed.py [--quick] [--device cpu|cuda] [--grids article,deep]
 
@@ -59,14 +61,15 @@ from peak import matmul_peak_gflops, synchronize  # noqa: E402
 INITS = ["zeros", "uniform", "normal", "xavier_uniform", "he_uniform", "torch_default"]
 ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu"]
 GRIDS = {"article": dict(depth=1, width=256), "deep": dict(depth=20, width=64)}
-STEPS = {False: {"article": 60, "deep": 60}, True: {"article": 15, "deep": 15}}
-EVAL_SIZE = 1024
+STEPS = {False: {"article": 200, "deep": 200}, True: {"article": 30, "deep": 30}}
+TRAIN_SIZE = 512
+EVAL_SIZE = 256
 
 
 def bench_data() -> data.Dataset:
-    """Fashion-MNIST (val/test cut to EVAL_SIZE), or a same-shaped seeded stand-in."""
+    """Fashion-MNIST (cut to TRAIN_SIZE / EVAL_SIZE), or a same-shaped seeded stand-in."""
     if fashion_mnist_installed():
-        full = data.load("fashion-mnist", seed=0)
+        full = data.load("fashion-mnist", seed=0, limit=TRAIN_SIZE)
         return data.Dataset("fashion-mnist", full.x_train, full.y_train,
                             full.x_val[:EVAL_SIZE], full.y_val[:EVAL_SIZE],
                             full.x_test[:EVAL_SIZE], full.y_test[:EVAL_SIZE], 10, (1, 28, 28),
@@ -78,7 +81,7 @@ def bench_data() -> data.Dataset:
         x = torch.randn(n, 1, 28, 28, generator=gen)
         return x, (x.reshape(n, -1) @ teacher).argmax(1)
 
-    (xt, yt), (xv, yv), (xs, ys) = split(20000), split(EVAL_SIZE), split(EVAL_SIZE)
+    (xt, yt), (xv, yv), (xs, ys) = split(TRAIN_SIZE), split(EVAL_SIZE), split(EVAL_SIZE)
     return data.Dataset("stand-in", xt, yt, xv, yv, xs, ys, 10, (1, 28, 28),
                         "Gaussian inputs, random linear teacher")
 

@@ -195,6 +195,9 @@ def _segments(acts: Sequence[Activation]) -> list[Segment]:
     return runs
 
 
+EVAL_FLOATS = 1 << 23  # 32 MiB of float32 per evaluation buffer
+
+
 class Workspace:
     """Tensors reused from one training step to the next, by name; a name asked for with a
     new shape gets a new tensor."""
@@ -249,6 +252,7 @@ class StackedMLP:
                          for i in range(len(self.widths) - 2)]
         self.weights, self.biases = self._stack([[lin for _, lin in p[0]] for p in parsed])
         self.workspace = Workspace(self.device)
+        self.eval_space = Workspace(self.device)
 
     def _stack(self, layers: list[list[nn.Linear]]) -> tuple[list[Tensor], list[Tensor | None]]:
         def stacked(attr: str, i: int) -> Tensor:
@@ -284,27 +288,35 @@ class StackedMLP:
         """The shared input as K x B x n_0 without a copy (stride 0 over the models)."""
         return x.expand(self.k, *x.shape)
 
-    def forward(self, x: Tensor, space: Workspace | None = None) -> tuple[Tensor, Cache]:
+    def forward(self, x: Tensor, space: Workspace | None = None,
+                keep: bool = True) -> tuple[Tensor, Cache]:
         """Logits K x B x C of every model on the same input x (B x n_0), and the cache.
-        With ``space`` the outputs live in its buffers (valid until the next call)."""
+
+        With ``space`` the outputs live in its buffers (valid until the next call); with
+        ``keep=False`` (evaluation) nothing is kept for a backward pass and two buffers
+        per shape serve every layer in turn."""
         cache = Cache(x, space=space)
         out = self._input(x)
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             if i > 0:
-                cache.z.append(self._activate(out, i - 1, space))
-                cache.h.append(out)
-            z = self._empty(space, ("z", i), out, (self.k, len(x), w.shape[2]))
+                kept = self._activate(out, i - 1, space, keep)
+                if keep:
+                    cache.z.append(kept)
+                    cache.h.append(out)
+            shape = (self.k, len(x), w.shape[2])
+            z = self._empty(space, ("z", i) if keep else ("z", i % 2, shape), out, shape)
             out = torch.baddbmm(b, out, w, out=z) if b is not None else torch.bmm(out, w, out=z)
         return out, cache
 
-    def _activate(self, z: Tensor, layer: int, space: Workspace | None) -> list[Tensor | None]:
-        """``Z[k] <- phi_k(Z[k])`` in place, segment by segment; the copies of Z kept for
-        the segments whose backward needs them."""
+    def _activate(self, z: Tensor, layer: int, space: Workspace | None,
+                  keep: bool = True) -> list[Tensor | None]:
+        """``Z[k] <- phi_k(Z[k])`` in place, segment by segment; with ``keep``, the copies
+        of Z kept for the segments whose backward needs them."""
         kept: list[Tensor | None] = []
         for j, s in enumerate(self.segments[layer]):
             part = z[s.start:s.stop]
             copy = None
-            if s.kernels.needs_input:
+            if keep and s.kernels.needs_input:
                 copy = self._empty(space, ("input", layer, j), part, part.shape).copy_(part)
             s.kernels.forward(part)
             kept.append(copy)
@@ -370,12 +382,15 @@ class StackedMLP:
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor, chunk: int = 1024) -> tuple[Tensor, Tensor]:
-        """Accuracy [K] and mean cross-entropy [K] of every model on (x, y), in chunks."""
+        """Accuracy [K] and mean cross-entropy [K] of every model on (x, y), in chunks of at
+        most ``chunk`` examples, fewer for large groups (at most EVAL_FLOATS per activation
+        buffer)."""
+        chunk = max(1, min(chunk, EVAL_FLOATS // (self.k * max(self.widths[1:]))))
         correct = torch.zeros(self.k, device=self.device)
         loss_sum = torch.zeros(self.k, device=self.device)
         for start in range(0, len(x), chunk):
             xb, yb = x[start:start + chunk], y[start:start + chunk]
-            logits, _ = self.forward(xb)
+            logits, _ = self.forward(xb, self.eval_space, keep=False)
             correct += (logits.argmax(-1) == yb).sum(1)
             loss_sum += torch.nn.functional.cross_entropy(
                 logits.transpose(1, 2), yb.expand(self.k, -1), reduction="none").sum(1)
