@@ -30,9 +30,10 @@ per-step losses to 1e-5 relative over 100 steps). For every run:
   output when no activation module follows directly) and the Frobenius norm of the loss
   gradient w.r.t. its weight matrices. Computed on the device; moved to the CPU once.
 
-``torch.set_flush_denormal(True)`` is set when training starts (process-wide; PyTorch has
-no getter to restore it): deep, badly initialized nets otherwise crawl through denormal
-arithmetic. Flushing changes results only below 1.2e-38, identically for both engines.
+``torch.set_flush_denormal(True)`` is called when training starts: deep, badly initialized
+nets otherwise crawl through denormal arithmetic. It sets the x86 FTZ/DAZ flags of the
+calling thread (intra-op threads started later inherit them; PyTorch has no getter, so
+the setting is left on). Flushing changes only numbers below 1.2e-38.
 """
 
 from __future__ import annotations
