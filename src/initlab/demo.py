@@ -29,13 +29,15 @@ def demo_specs(dataset: str = "auto", seeds: int = 3, steps: int = 300,
                deep_steps: int = 300) -> list[SweepSpec]:
     """The article's grid (784-256-10 MLP) and its deep variant (20 x 64)."""
     shared = dict(dataset=dataset, model="mlp", inits=ARTICLE_INITS,
-                  activations=ARTICLE_ACTIVATIONS, seeds=list(range(seeds)), lrs=[0.05],
-                  optimizers=["momentum"], batch_size=128, eval_every=100, log_every=10,
-                  limit=None)
+                  activations=ARTICLE_ACTIVATIONS, seeds=list(range(seeds)),
+                  optimizers=["momentum"], batch_size=128, eval_every=100, log_every=10)
+    # SGD with momentum 0.9; the deep net takes a smaller step, where 0.05 made He-initialized
+    # 20-layer ReLU nets diverge in 2 of 3 seeds (measured), which says more about the step
+    # than about the init.
     return [
-        SweepSpec(name="article: 784-256-10 MLP", depths=[1], widths=[256], steps=steps,
-                  **shared),
-        SweepSpec(name="deep variant: 20 x 64 MLP", depths=[20], widths=[64],
+        SweepSpec(name="article: 784-256-10 MLP", depths=[1], widths=[256], lrs=[0.05],
+                  steps=steps, **shared),
+        SweepSpec(name="deep variant: 20 x 64 MLP", depths=[20], widths=[64], lrs=[0.02],
                   steps=deep_steps, **shared),
     ]
 

@@ -21,17 +21,12 @@ figure { margin: 1em 0; } img { max-width: 100%; }
 
 
 def _table(summaries: list[Summary]) -> str:
-    head = ("#", "init", "activation", "depth x width", "lr / optimizer", "test acc",
-            "final loss", "steps to target", "flags")
     rows = []
     for rank, s in enumerate(summaries, start=1):
         css = "bad" if s.diverged or s.failed else "stalled" if s.stalled else ""
-        cells = (rank, s.init, s.activation, f"{s.depth} x {s.width}",
-                 f"{s.lr:g} / {s.optimizer}", f"{s.test_accuracy:.3f}", f"{s.final_loss:.3f}",
-                 "-" if s.steps_to_target is None else f"{s.steps_to_target:.0f}", s.flags)
         rows.append(f'<tr class="{css}">' + "".join(f"<td>{html.escape(str(c))}</td>"
-                                                     for c in cells) + "</tr>")
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                                                     for c in (rank, *s.cells())) + "</tr>")
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in ("#", *Summary.COLUMNS))
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 

@@ -7,6 +7,7 @@ logged loss (it learned next to nothing).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,11 +28,23 @@ class Summary:
     runs: int
     test_accuracy: float  # mean over seeds of the last evaluation
     test_accuracy_std: float
-    final_loss: float
+    final_loss: float  # mean over the seeds that did not diverge (NaN if all did)
     steps_to_target: float | None  # mean over the seeds that reached it
     diverged: int
     stalled: int
     failed: int
+
+    COLUMNS = ("init", "activation", "depth x width", "lr / optimizer", "test acc",
+               "final loss", "steps to target", "flags")
+
+    def cells(self) -> tuple[str, ...]:
+        """The row as shown in the terminal table and the HTML page (see COLUMNS)."""
+        spread = f" ± {self.test_accuracy_std:.3f}" if self.runs > 1 else ""
+        return (self.init, self.activation, f"{self.depth} x {self.width}",
+                f"{self.lr:g} / {self.optimizer}", f"{self.test_accuracy:.3f}{spread}",
+                "-" if math.isnan(self.final_loss) else f"{self.final_loss:.3f}",
+                "-" if self.steps_to_target is None else f"{self.steps_to_target:.0f}",
+                self.flags)
 
     @property
     def flags(self) -> str:
@@ -67,7 +80,7 @@ def summarize(results) -> list[Summary]:
     for (init, act, depth, width, lr, opt), runs in by_config.items():
         accuracies = [final_accuracy(r) for r in runs]
         reached = [r.steps_to_target for r in runs if r.steps_to_target is not None]
-        losses = [r.losses[-1][1] for r in runs if r.losses]
+        losses = [r.losses[-1][1] for r in runs if r.losses and r.status != "diverged"]
         rows.append(Summary(
             init, act, depth, width, lr, opt, len(runs), statistics.fmean(accuracies),
             statistics.pstdev(accuracies), statistics.fmean(losses) if losses else float("nan"),

@@ -12,17 +12,11 @@ def ranking_table(summaries: list[Summary], title: str = "Ranked by final test a
                   limit: int | None = None) -> Table:
     """A rich Table: rank, init, activation, depth x width, lr, accuracy, loss, flags."""
     table = Table(title=escape(title))
-    for column in ("#", "init", "activation", "depth x width", "lr / optimizer",
-                   "test acc", "final loss", "steps to target", "flags"):
-        table.add_column(column, justify="right" if column in ("#", "test acc", "final loss",
-                                                               "steps to target") else "left")
+    table.add_column("#", justify="right")
+    for column in Summary.COLUMNS:
+        numeric = column in ("test acc", "final loss", "steps to target")
+        table.add_column(column, justify="right" if numeric else "left")
     for rank, s in enumerate(summaries[:limit] if limit else summaries, start=1):
-        spread = f" ± {s.test_accuracy_std:.3f}" if s.runs > 1 else ""
         style = "red" if s.diverged or s.failed else "yellow" if s.stalled else None
-        table.add_row(
-            str(rank), escape(s.init), escape(s.activation), f"{s.depth} x {s.width}",
-            f"{s.lr:g} / {s.optimizer}", f"{s.test_accuracy:.3f}{spread}", f"{s.final_loss:.3f}",
-            "-" if s.steps_to_target is None else f"{s.steps_to_target:.0f}", s.flags,
-            style=style,
-        )
+        table.add_row(str(rank), *map(escape, s.cells()), style=style)
     return table
