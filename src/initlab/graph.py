@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from initlab._state import preserved
 from initlab.activations import Activation, from_module
 
 # Layers whose weights the planner scales by the following activation's gain.
@@ -212,16 +213,13 @@ def _execution_order(model: nn.Module, example_input) -> list[tuple[str, nn.Modu
               if not list(m.children()) or isinstance(m, _COMPOSITES)]
     handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append((n, mod)))
                for n, m in leaves]
-    modes = {m: m.training for m in model.modules()}
-    model.eval()  # no BatchNorm statistics updated, no dropout drawn: the model is left as it was
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    try:  # in eval mode under a forked RNG: no statistics updated, no dropout drawn
+        with preserved(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model.eval()
             model(*example_input) if isinstance(example_input, tuple) else model(example_input)
     finally:
         for h in handles:
             h.remove()
-        for m, training in modes.items():
-            m.train(training)
     return list(dict(order).items())  # first execution of each module, in order
 
 

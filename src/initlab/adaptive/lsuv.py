@@ -50,7 +50,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from initlab import init as schemes
-from initlab.adaptive._state import preserved
+from initlab._state import preserved
 from initlab.graph import is_weight_layer
 
 Status = Literal["converged", "not converged", "skipped: zero variance"]

@@ -42,9 +42,9 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from initlab._state import preserved
 from initlab.activations import from_module, resolve
 from initlab.adaptive import moments as rules
-from initlab.adaptive._state import preserved
 from initlab.adaptive.moments import UNIT, Signal
 from initlab.graph import _COMPOSITES, _execution_order, _node_activation, is_weight_layer
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from initlab._state import preserved as modes_and_buffers_kept
 from initlab.probe.fixes import propose
 from initlab.probe.hooks import Hook, Hooks, mha_fastpath
 from initlab.probe.recorder import Event, Recorder, first_tensor
@@ -43,25 +44,16 @@ Inputs = Tensor | tuple | list
 def preserved(model: nn.Module, train: bool | None, seed: int) -> Iterator[None]:
     """Run with ``model.train(train)`` and the global RNG seeded with ``seed``; restore every
     module's mode, every buffer and the RNG afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
     devices = sorted({t.device.index or 0 for t in [*model.parameters(), *model.buffers()]
                       if t.device.type == "cuda"})
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.default_generator.manual_seed(seed)
-            for index in devices:
-                with torch.cuda.device(index):
-                    torch.cuda.manual_seed(seed)
-            if train is not None:
-                model.train(train)
-            yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
+    with modes_and_buffers_kept(model), torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        for index in devices:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        if train is not None:
+            model.train(train)
+        yield
 
 
 def _shape(t) -> str:

@@ -2,8 +2,9 @@
 
 A measuring forward pass in training mode updates batch-norm running statistics;
 ``preserved(model)`` snapshots every module's ``training`` flag and every buffer and
-puts them back on exit (also after an exception), so the only lasting change an
-adaptive init makes is to the weights it sets.
+puts them back on exit (also after an exception). Adaptive init, diagnosis and the graph's
+hook fallback all measure through it: the model is left as found, but for the weights an
+adaptive init sets on purpose.
 """
 
 from __future__ import annotations
