@@ -400,8 +400,9 @@ class StackedMLP:
     def probe(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-layer statistics on one batch, as two L x K tensors (L Linear layers):
         the std of each layer's output after its activation (logits for the last) and
-        the Frobenius norm of the loss gradient w.r.t. its weight."""
-        logits, cache = self.forward(x)
+        the Frobenius norm of the loss gradient w.r.t. its weight. Uses the training workspace
+        (call it between steps)."""
+        logits, cache = self.forward(x, self.workspace)
         _, grad_logits = self.loss(logits, y)
         stds = [h.reshape(self.k, -1).std(dim=1) for h in cache.h]
         stds.append(logits.reshape(self.k, -1).std(dim=1))
