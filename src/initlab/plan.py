@@ -43,6 +43,7 @@ from initlab.gains import gain as activation_gain
 from initlab.graph import LayerGraph, is_weight_layer, layer_graph, matches
 
 PLAN_SCHEMES = ("auto", "torch_default", "critical", "propagate", "lsuv")
+DATA_SCHEMES = ("propagate", "lsuv")  # schemes that need example_input: a batch of real data
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _LSTM_FORGET_BIAS = 1.0
 

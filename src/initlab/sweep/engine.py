@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from initlab import activations, models
 from initlab.data import Dataset
+from initlab.plan import DATA_SCHEMES, init_model
 from initlab.sweep.spec import RunConfig
 from initlab.sweep.stacked import StackedMLP, StackedOptimizer
 
@@ -147,11 +148,23 @@ class _Data:
         return self.x_fit[:batch_size], self.y_fit[:batch_size]
 
 
+CALIBRATION_BATCH = 512  # training examples a data-dependent init ("lsuv", "propagate") sees
+
+
 def build_model(config: RunConfig, data: Dataset) -> nn.Module:
-    """The model ``config`` trains on ``data``: ``initlab.models.build`` seeded by config.seed."""
-    return models.build(config.model, data.input_shape, data.num_classes,
-                        activation=config.activation, depth=config.depth, width=config.width,
-                        init=config.init, seed=config.seed)
+    """The model ``config`` trains on ``data``: ``initlab.models.build`` seeded by config.seed.
+
+    A data-dependent scheme is planned on the first CALIBRATION_BATCH training examples
+    (the same for every run of a sweep), after the builder's own seeded construction.
+    """
+    data_dependent = config.init in DATA_SCHEMES
+    model = models.build(config.model, data.input_shape, data.num_classes,
+                         activation=config.activation, depth=config.depth, width=config.width,
+                         init=None if data_dependent else config.init, seed=config.seed)
+    if data_dependent:
+        init_model(model, data.x_train[:CALIBRATION_BATCH], scheme=config.init,
+                   generator=torch.Generator().manual_seed(config.seed))
+    return model
 
 
 def _divergence_limit(initial_loss: Tensor, num_classes: int) -> Tensor:
