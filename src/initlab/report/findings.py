@@ -19,7 +19,7 @@ from torch import nn
 
 from initlab.data import Dataset
 from initlab.models import mlp
-from initlab.report.summary import final_accuracy
+from initlab.report.summary import summarize
 
 
 def _runs(results, **where):
@@ -96,15 +96,13 @@ def relu_scale(results) -> str | None:
 
 def identity_is_linear(results) -> str | None:
     """The identity activation's accuracy, shallow vs deep: both are linear models."""
-    depths = sorted({r.config.depth for r in _runs(results, activation="identity")})
-    if len(depths) < 2:
+    best: dict[int, float] = {}
+    for s in summarize(results):  # best first, so the first of each depth is its best
+        if s.activation == "identity":
+            best.setdefault(s.depth, s.test_accuracy)
+    if len(best) < 2:
         return None
-    accuracy = {d: max(statistics.fmean(final_accuracy(r) for r in runs)
-                       for init in {r.config.init for r in _runs(results, activation="identity",
-                                                                   depth=d)}
-                       if (runs := _runs(results, activation="identity", depth=d, init=init)))
-                for d in depths}
-    shown = ", ".join(f"depth {d}: {a:.3f}" for d, a in accuracy.items())
+    shown = ", ".join(f"depth {d}: {a:.3f}" for d, a in sorted(best.items()))
     return (f"The identity activation adds no non-linearity: its best test accuracy is "
             f"{shown}. A stack of linear layers is still one linear map, so depth adds no "
             f"expressive power; any difference is optimization (deep linear nets train more "
@@ -113,15 +111,12 @@ def identity_is_linear(results) -> str | None:
 
 def best_per_activation(results, depth: int) -> str | None:
     """The best init for each activation at ``depth``, and the spread across inits."""
-    parts = []
-    for activation in sorted({r.config.activation for r in _runs(results, depth=depth)}):
-        by_init = {}
-        for init in {r.config.init for r in _runs(results, activation=activation, depth=depth)}:
-            runs = _runs(results, activation=activation, depth=depth, init=init)
-            by_init[init] = statistics.fmean(final_accuracy(r) for r in runs)
-        best = max(by_init, key=by_init.get)
-        parts.append(f"{activation}: {best} {by_init[best]:.3f} "
-                     f"(worst {min(by_init.values()):.3f})")
-    if not parts:
+    ranked: dict[str, list] = {}
+    for s in summarize(results):  # best first
+        if s.depth == depth:
+            ranked.setdefault(s.activation, []).append(s)
+    if not ranked:
         return None
+    parts = [f"{activation}: {rows[0].init} {rows[0].test_accuracy:.3f} "
+             f"(worst {rows[-1].test_accuracy:.3f})" for activation, rows in sorted(ranked.items())]
     return f"Depth {depth}, best init per activation: " + "; ".join(parts) + "."
