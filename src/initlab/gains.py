@@ -103,15 +103,21 @@ def gaussian_expectation(f, kinks: tuple[float, ...] = (), name: str | None = No
     return total
 
 
-def _quadrature_points(act: Activation) -> tuple[float, ...]:
-    # An unknown function may have a kink anywhere; a split at 0 is free and catches the usual one.
+def quadrature_breakpoints(act: Activation) -> tuple[float, ...]:
+    """The points where quadrature against N(0, 1) splits its panels for ``act`` (its ``kinks``).
+
+    An activation known to be smooth gives its ``kinks`` as they are (empty: one Gauss-Hermite
+    rule). Any other activation gives its kinks, or ``(0.0,)`` when it lists none: an unknown
+    function may have a kink anywhere, and a split at 0 costs nothing and catches the usual one.
+    Pass the result as ``kinks`` to ``quadrature_rule`` or ``gaussian_expectation``.
+    """
     return act.kinks if act.smooth else tuple(act.kinks) or (0.0,)
 
 
 def moments(activation) -> Moments:
     """E[phi], E[phi^2] and E[phi'^2] under N(0, 1) for any activation ``resolve`` accepts."""
     act = resolve(activation)
-    points = _quadrature_points(act)
+    points = quadrature_breakpoints(act)
     return Moments(
         mean=gaussian_expectation(act.fn, points, act.name),
         second_moment=gaussian_expectation(lambda x: act.fn(x) ** 2, points, act.name),
@@ -149,7 +155,7 @@ def gain(activation, kind: Kind = "forward") -> float:
     exact = _closed_form(act)
     if exact is not None:
         return exact
-    points = _quadrature_points(act)
+    points = quadrature_breakpoints(act)
     f = act.fn if kind == "forward" else act.derivative
     second = gaussian_expectation(lambda x: f(x) ** 2, points, act.name)
     if second <= 0:

@@ -34,6 +34,12 @@ from initlab.activations import Activation, from_module
 
 # Layers whose weights the planner scales by the following activation's gain.
 WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
+# torch's own modules that hold layers: leaves of an fx trace and of ``execution_order``,
+# whose insides this module knows (see ``_composite_following``) instead of walking them.
+COMPOSITE_MODULES = (
+    nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
+    nn.TransformerDecoder, nn.Transformer, nn.MultiheadAttention,
+)
 _TRANSPARENT_MODULES = (
     nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
     nn.LocalResponseNorm, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
@@ -53,9 +59,6 @@ _TRANSPARENT_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze",
     "add", "add_", "mean", "chunk", "split", "expand", "repeat", "clone", "to", "float",
 }
-# torch's own modules that hold layers: leaves of an fx trace, known inside.
-_COMPOSITES = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
-               nn.TransformerDecoder, nn.Transformer, nn.MultiheadAttention)
 _RESIDUAL_OPS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 
 # Functional activations by name, built through their module class (same argument order).
@@ -84,7 +87,15 @@ def is_weight_layer(module: nn.Module) -> bool:
     return isinstance(module, WEIGHT_LAYERS)
 
 
-def _functional_activation(fn_name: str, args: tuple, kwargs: dict) -> Activation | None:
+def functional_activation(fn_name: str, args: tuple, kwargs: dict) -> Activation | None:
+    """The activation that the torch function or tensor method ``fn_name`` computes on ``args``.
+
+    ``fn_name`` is a torch name such as ``"relu"``, ``"leaky_relu"`` or ``"tanh"``; a trailing
+    underscore (the in-place form, ``x.relu_()``) is ignored. The constants among ``args``
+    after the input and every keyword but ``inplace`` become the activation's parameters,
+    e.g. ``F.leaky_relu(x, 0.2)`` gives Leaky ReLU with alpha 0.2. None when ``fn_name`` is no
+    activation.
+    """
     cls = _FUNCTIONAL.get(fn_name.rstrip("_"))
     if cls is None:
         return None
@@ -93,13 +104,20 @@ def _functional_activation(fn_name: str, args: tuple, kwargs: dict) -> Activatio
     return from_module(cls(*constants, **options))
 
 
-def _node_activation(node: fx.Node, modules: dict[str, nn.Module]) -> Activation | None:
+def node_activation(node: fx.Node, modules: dict[str, nn.Module]) -> Activation | None:
+    """The activation a ``torch.fx`` node applies, or None when it applies none.
+
+    A ``call_module`` node is read from its module (``modules``: the traced module's
+    ``named_modules()``), ``call_function`` and ``call_method`` nodes by the function's or
+    method's name (see ``functional_activation``). Every other node (placeholders, attributes,
+    the output) gives None.
+    """
     if node.op == "call_module":
         return from_module(modules[node.target])
     if node.op == "call_function":
-        return _functional_activation(getattr(node.target, "__name__", ""), node.args, node.kwargs)
+        return functional_activation(getattr(node.target, "__name__", ""), node.args, node.kwargs)
     if node.op == "call_method":
-        return _functional_activation(node.target, node.args, node.kwargs)
+        return functional_activation(node.target, node.args, node.kwargs)
     return None
 
 
@@ -119,7 +137,7 @@ def _walk_forward(start: fx.Node, modules) -> tuple[Activation | None, bool]:
         if node in seen:
             continue
         seen.add(node)
-        act = _node_activation(node, modules)
+        act = node_activation(node, modules)
         if act is not None:
             return act, False
         if node.op == "output":
@@ -155,7 +173,7 @@ def _composite_following(name: str, module: nn.Module) -> dict[str, Activation |
     for sub_name, sub in module.named_modules(prefix=name):
         if isinstance(sub, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
             act = sub.activation
-            act = from_module(act) if isinstance(act, nn.Module) else _functional_activation(
+            act = from_module(act) if isinstance(act, nn.Module) else functional_activation(
                 getattr(act, "__name__", ""), (), {})
             found[f"{sub_name}.linear1"] = act
     for sub_name, sub in module.named_modules(prefix=name):
@@ -199,7 +217,7 @@ def _order_graph(order: list[tuple[str, nn.Module]], method: str) -> LayerGraph:
     layers = list(following)
     graph = LayerGraph(following, set(layers[-1:]), set(), layers, method)
     for name, module in order:  # what is known of torch's composites beats a guess
-        if not isinstance(module, _COMPOSITES):
+        if not isinstance(module, COMPOSITE_MODULES):
             continue
         known = _composite_following(name, module)
         graph.following.update(known)
@@ -207,10 +225,18 @@ def _order_graph(order: list[tuple[str, nn.Module]], method: str) -> LayerGraph:
     return graph
 
 
-def _execution_order(model: nn.Module, example_input) -> list[tuple[str, nn.Module]]:
+def execution_order(model: nn.Module, example_input) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of each leaf and each ``COMPOSITE_MODULES`` instance ``model`` calls.
+
+    ``model`` runs once on ``example_input`` (a tuple is unpacked into positional arguments)
+    in eval mode, without gradients and under a forked RNG; its train/eval flags and buffers
+    are restored after, so no statistics change and no random numbers are drawn. Modules come
+    in the order their first call returned (a forward hook fires on return, so a composite
+    follows the modules inside it); modules never called are absent.
+    """
     order: list[tuple[str, nn.Module]] = []
     leaves = [(n, m) for n, m in model.named_modules()
-              if not list(m.children()) or isinstance(m, _COMPOSITES)]
+              if not list(m.children()) or isinstance(m, COMPOSITE_MODULES)]
     handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append((n, mod)))
                for n, m in leaves]
     try:  # in eval mode under a forked RNG: no statistics updated, no dropout drawn
@@ -230,7 +256,7 @@ def layer_graph(model: nn.Module, example_input=None) -> LayerGraph:
     except Exception as error:  # noqa: BLE001 - any tracing failure means: fall back and say so
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     if example_input is not None:
-        graph = _order_graph(_execution_order(model, example_input), "hooks")
+        graph = _order_graph(execution_order(model, example_input), "hooks")
     else:
         graph = _order_graph(list(model.named_modules()), "registration order")
     if graph.guessed:

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from initlab.activations import Activation
-from initlab.gains import _quadrature_points, gaussian_expectation
+from initlab.gains import gaussian_expectation, quadrature_breakpoints
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def activation(act: Activation, x: Signal) -> Signal:
     if s == 0.0:
         value = float(act.fn(torch.tensor([mu], dtype=torch.float64))[0])
         return Signal(value, value * value)
-    kinks = tuple((k - mu) / s for k in _quadrature_points(act))
+    kinks = tuple((k - mu) / s for k in quadrature_breakpoints(act))
     mean = gaussian_expectation(lambda z: act.fn(mu + s * z), kinks)
     second = gaussian_expectation(lambda z: act.fn(mu + s * z) ** 2, kinks)
     return Signal(mean, second)

@@ -46,7 +46,7 @@ from initlab._state import preserved
 from initlab.activations import from_module, resolve
 from initlab.adaptive import moments as rules
 from initlab.adaptive.moments import UNIT, Signal
-from initlab.graph import _COMPOSITES, _execution_order, _node_activation, is_weight_layer
+from initlab.graph import COMPOSITE_MODULES, execution_order, is_weight_layer, node_activation
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _RMS_NORMS = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
@@ -203,7 +203,7 @@ class _Walker:
             return self.getitem(args[0], args[1])
         if op in _SHAPE_OPS:
             return None
-        act = _node_activation(node, modules)
+        act = node_activation(node, modules)
         if act is not None and signals:
             return rules.activation(act, signals[0])
         if op in _SPLIT_OPS and signals:
@@ -317,11 +317,11 @@ def _walk_chain(model: nn.Module, example_input, input_moments, method: str) -> 
     if method == "hooks":
         with preserved(model), torch.no_grad():
             model.eval()
-            leaves = _execution_order(model, example_input)
+            leaves = execution_order(model, example_input)
     else:
         leaves = [(n, m) for n, m in model.named_modules()
-                  if not list(m.children()) or isinstance(m, _COMPOSITES)]
-    composites = [n for n, m in leaves if isinstance(m, _COMPOSITES)]
+                  if not list(m.children()) or isinstance(m, COMPOSITE_MODULES)]
+    composites = [n for n, m in leaves if isinstance(m, COMPOSITE_MODULES)]
     walker = _Walker()
     walker.result.method = method
     value = _inputs(example_input, input_moments, 1)[0]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from torch import fx, nn
 
 from initlab.activations import Activation, from_module
-from initlab.graph import _functional_activation, _node_activation
+from initlab.graph import functional_activation, node_activation
 
 LAYER_TYPES = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.Embedding, nn.RNNBase,
                nn.RNNCellBase, nn.MultiheadAttention)
@@ -72,7 +72,7 @@ def _traced_sites(model: nn.Module) -> tuple[list[Site], list[str]]:
     for node in graph.nodes:
         if node.op not in ("call_function", "call_method"):
             continue
-        act = _node_activation(node, modules)
+        act = node_activation(node, modules)
         if act is None:
             continue
         source = node.args[0] if node.args else None
@@ -91,7 +91,7 @@ def _transformer_sites(model: nn.Module) -> list[Site]:
     for name, module in model.named_modules():
         if isinstance(module, _TRANSFORMER_LAYERS) and not isinstance(module.activation,
                                                                        nn.Module):
-            act = _functional_activation(getattr(module.activation, "__name__", ""), (), {})
+            act = functional_activation(getattr(module.activation, "__name__", ""), (), {})
             if act is not None:
                 sites.append(_derived(f"{name}.linear1", module.linear1, act))
     return sites

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from initlab.activations import Activation
-from initlab.gains import _quadrature_points, quadrature_rule
+from initlab.gains import quadrature_breakpoints, quadrature_rule
 
 Q_MIN, Q_MAX = 1e-8, 1e6
 TERMS = 64  # Hermite coefficients b_0..b_TERMS of the correlation series
@@ -129,7 +129,7 @@ class GaussianTable:
         side = torch.tensor([-1e-100, 0.0, 1e-100], dtype=torch.float64)
         self.v0 = self.activation.fn(side)[1].item() ** 2
         self.d0 = (self.activation.derivative(side)[[0, 2]] ** 2).mean().item()
-        self.power = 0.5 if 0.0 in _quadrature_points(self.activation) else 1.0
+        self.power = 0.5 if 0.0 in quadrature_breakpoints(self.activation) else 1.0
         scale = self.q_min**self.power
         self.b = (s_min * self.q_min - v_min + self.v0) / (self.power * self.q_min * scale)
         self.a = s_min - (1 + self.power) * self.b * scale
