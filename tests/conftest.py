@@ -1,5 +1,7 @@
 """Shared test settings."""
 
+import textwrap
+
 import pytest
 import torch
 
@@ -16,3 +18,11 @@ def one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def net_file(tmp_path, request):
+    """The requesting test module's ``NET`` source (model factories), written to ``net.py``."""
+    path = tmp_path / "net.py"
+    path.write_text(textwrap.dedent(request.module.NET))
+    return path

@@ -7,10 +7,9 @@ import textwrap
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import initlab.cli.doctor  # noqa: F401  (registers the command)
-from initlab.cli._app import app
+from _cli import NEEDS_ARGS, assert_one_error_line, invoke
 from initlab.cli._loading import ModelLoadError, load_model
 from initlab.probe import diagnose
 
@@ -43,22 +42,11 @@ def healthy():
 
 def no_params():
     return nn.Sequential(nn.ReLU())
+""" + NEEDS_ARGS
 
 
-def needs_args(width):
-    return nn.Linear(width, width)
-"""
-
-
-@pytest.fixture
-def net_file(tmp_path):
-    path = tmp_path / "net.py"
-    path.write_text(textwrap.dedent(NET))
-    return path
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, ["doctor", *map(str, args)])
+def run(*args: object):
+    return invoke("doctor", *args)
 
 
 def test_doctor_prints_the_verdict_applies_the_fix_and_saves(net_file, tmp_path):
@@ -117,10 +105,7 @@ def test_doctor_takes_a_package_module_factory(tmp_path, monkeypatch):
 ])
 def test_bad_input_is_one_error_line(net_file, args, message):
     args = [a.format(file=net_file, dir=net_file.parent) for a in args]
-    result = run(*args)
-    assert result.exit_code == 2, result.output
-    assert "error:" in result.stderr and message in " ".join(result.stderr.split())
-    assert "Traceback" not in result.output
+    assert_one_error_line(run(*args), message)
 
 
 def test_loading_errors_are_model_load_errors(net_file):

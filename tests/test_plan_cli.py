@@ -4,14 +4,12 @@ one plain error line, never a traceback."""
 from __future__ import annotations
 
 import math
-import textwrap
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import initlab.cli.plan  # noqa: F401  (registers the command)
-from initlab.cli._app import app
+from _cli import NEEDS_ARGS, assert_one_error_line, invoke
 from initlab.plan import plan as make_plan
 
 NET = """
@@ -40,22 +38,11 @@ def broken():
 
 def not_a_model():
     return 42
+""" + NEEDS_ARGS
 
 
-def needs_args(width):
-    return nn.Linear(width, width)
-"""
-
-
-@pytest.fixture
-def net_file(tmp_path):
-    path = tmp_path / "net.py"
-    path.write_text(textwrap.dedent(NET))
-    return path
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, ["plan", *args])
+def run(*args: object):
+    return invoke("plan", *args)
 
 
 def _build():
@@ -125,8 +112,4 @@ def test_untraceable_model_warns_with_input_shape(net_file):
 ])
 def test_bad_input_is_one_error_line(net_file, args, message):
     args = [a.format(file=net_file, dir=net_file.parent) for a in args]
-    result = run(*args)
-    assert result.exit_code == 2
-    assert "error:" in result.stderr and message in result.stderr
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert_one_error_line(run(*args), message)
