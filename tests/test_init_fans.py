@@ -1,5 +1,6 @@
 """Fans and packed blocks per module kind, against hand-computed values and
-against fans *measured* by running the real module (ones in, ones as weights)."""
+against fans *measured* by running the real module (ones in, ones as weights);
+for strided transposed convolutions also against the output variance they give."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initlab.init import Block, Fans, param_blocks, tensor_fans
+from initlab.init import Block, Fans, he_normal_, param_blocks, tensor_fans
 
 torch_fans = nn.init._calculate_fan_in_and_fan_out
 
@@ -28,6 +29,29 @@ def test_tensor_fans_grouped_and_transposed_by_hand():
     assert tensor_fans((12, 2, 3, 3), groups=3) == Fans(18, 36)
     # ConvTranspose2d(6, 12, 3, groups=3) weight (6, 4, 3, 3): in/g * 9 = 18, out/g * 9 = 36
     assert tensor_fans((6, 4, 3, 3), transposed=True, groups=3) == Fans(18, 36)
+
+
+def test_tensor_fans_strided_transposed_by_hand():
+    # ConvTranspose2d(6, 4, 2, stride=2): one tap per dim reaches each output: 6 * (2/2)^2
+    assert tensor_fans((6, 4, 2, 2), transposed=True, stride=2) == Fans(6, 16)
+    # ConvTranspose2d(6, 4, 3, stride=2): 1.5 taps per dim on average: 6 * 1.5^2 = 13.5
+    assert tensor_fans((6, 4, 3, 3), transposed=True, stride=(2, 2)) == Fans(13.5, 36)
+    # ConvTranspose1d(8, 2, 4, stride=2, groups=2): 4/2 * 4 taps = 8; whole counts stay ints
+    fans = tensor_fans((8, 1, 4), transposed=True, groups=2, stride=2)
+    assert fans == Fans(8, 4) and isinstance(fans.fan_in, int)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "match"),
+    [
+        ((6, 4, 3, 3), {"transposed": True, "stride": (2,)}, r"2 positive ints.*\(2,\)"),
+        ((6, 4, 3), {"transposed": True, "stride": 0}, "got 0"),
+        ((6, 4, 3), {"stride": 2}, "stride=2 only enters .*transposed=True"),
+    ],
+)
+def test_tensor_fans_refuse_a_bad_stride_naming_it(shape, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tensor_fans(shape, **kwargs)
 
 
 @pytest.mark.parametrize("shape", [(), (5,)])
@@ -84,6 +108,92 @@ def test_conv_fans_equal_the_fans_the_module_computes_with(make, channels_in, sp
     (block,) = param_blocks(module, "weight")
     assert block.fans == measured_fans(module, channels_in, spatial, kernel)
     assert block.groups == module.groups
+
+
+def measured_transposed_fans(module: nn.ConvTransposeNd, size: int) -> tuple[float, int]:
+    """(fan_in, fan_out) counted by a transposed conv with ones as weights and input and a
+    zero bias: each output equals the number of (input channel, tap) terms summed into it, so the
+    mean over a window of 2 * stride consecutive interior outputs per dim (every residue mod
+    stride twice) is the mean count; the gradient of sum(outputs) at the centre input counts
+    the (output, tap) pairs it feeds."""
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+        module.bias.zero_()
+    x = torch.ones(1, module.in_channels, *[size] * len(module.stride), requires_grad=True)
+    y = module(x)
+    y.sum().backward()
+    window = tuple(slice(n // 2 - s, n // 2 + s) for n, s in zip(y.shape[2:], module.stride,
+                                                                  strict=True))
+    centre_x = (0, 0, *(n // 2 for n in x.shape[2:]))
+    counts = y[(0, 0, *window)]  # whole numbers, exact in float32; their mean in float64
+    return counts.sum().item() / counts.numel(), round(x.grad[centre_x].item())
+
+
+STRIDED = [
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 2, stride=2), 12, id="k2s2-unet"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, 2, 1, output_padding=1), 12, id="k3s2"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1), 12, id="k4s2"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, stride=1), 12, id="k3s1"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, stride=2, groups=2), 12, id="k3s2-g2"),
+    pytest.param(lambda: nn.ConvTranspose2d(4, 4, 3, stride=2, groups=4), 12, id="depthwise"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 1, stride=2), 12, id="k1s2-gaps"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 2, stride=3), 12, id="k2s3-gaps"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, stride=2, dilation=2), 12, id="k3s2d2"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, (3, 2), stride=(2, 1)), 12, id="anisotropic"),
+    pytest.param(lambda: nn.ConvTranspose1d(4, 6, 5, stride=3, padding=2), 16, id="1d-k5s3"),
+    pytest.param(lambda: nn.ConvTranspose3d(2, 3, 3, stride=2), 8, id="3d-k3s2"),
+]
+
+
+@pytest.mark.parametrize(("make", "size"), STRIDED)
+def test_strided_transposed_fans_equal_the_mean_count_of_terms_per_output(make, size):
+    module = make()
+    (block,) = param_blocks(module, "weight")
+    fan_in, fan_out = measured_transposed_fans(module, size)
+    assert block.fans.fan_in == pytest.approx(fan_in, rel=1e-12)
+    assert block.fans.fan_out == fan_out
+    assert param_blocks(module, "bias")[0].fans == block.fans
+
+
+def test_unet_upsampler_sums_exactly_one_tap_per_dim_at_every_output():
+    conv = nn.ConvTranspose2d(6, 4, 2, stride=2, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    counts = conv(torch.ones(1, 6, 5, 5))
+    assert (counts == 6).all()  # in_channels terms: fan_in 6, not 6 * 4
+    assert param_blocks(conv, "weight")[0].fans == Fans(6, 16)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: nn.ConvTranspose2d(64, 64, 2, stride=2), id="k2s2"),
+        pytest.param(lambda: nn.ConvTranspose2d(64, 64, 3, 2, 1, output_padding=1), id="k3s2"),
+        pytest.param(lambda: nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1), id="k4s2"),
+    ],
+)
+def test_he_normal_then_relu_keeps_the_second_moment_through_an_upsampler(make):
+    # He et al. (2015): W ~ N(0, 2 / fan_in), x with E[x^2] = q, then E[relu(Wx)^2] = q when
+    # fan_in is the mean number of terms per output. Averaged over positions: the k3s2 outputs
+    # sum 1, 2 or 4 taps. The crop [2:-2] drops the borders and keeps an even number of
+    # positions per dim, so both residues mod 2 count equally. Tolerance 10%: the estimate
+    # varies mainly with the weight draw, the mean of 64 * 64 * 4 squared weights per phase,
+    # relative sd sqrt(2 / 16384) ~ 1.1%, plus ~1% from the 262k input entries: > 5 sd. The
+    # stride-blind fan (in * k^2, torch's convention) gives 1/4 of q here.
+    conv = make()
+    (block,) = param_blocks(conv, "weight")
+    x = torch.randn(16, 64, 16, 16, generator=torch.Generator().manual_seed(1))
+    q_in = x.pow(2).mean().item()
+    ratios = {}
+    for label, fans in (("strided", block.fans), ("blind", tensor_fans(conv.weight.shape,
+                                                                          transposed=True))):
+        he_normal_(conv.weight, fans=fans, generator=torch.Generator().manual_seed(0))
+        nn.init.zeros_(conv.bias)
+        with torch.no_grad():
+            y = F.relu(conv(x))[..., 2:-2, 2:-2]
+        ratios[label] = y.pow(2).mean().item() / q_in
+    assert ratios["strided"] == pytest.approx(1.0, rel=0.1)
+    assert ratios["blind"] == pytest.approx(0.25, rel=0.1)
 
 
 def test_linear_fans_equal_measured():

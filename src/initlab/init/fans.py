@@ -9,7 +9,25 @@ off any tensor, which is right for ``Linear`` and ungrouped ``ConvNd`` and
 wrong for:
 
 * ``ConvTransposeNd``: stored as ``(in, out/groups, *kernel)``, so the
-  generic rule swaps fan-in and fan-out;
+  generic rule swaps fan-in and fan-out; and it ignores the stride. A
+  transposed convolution is a unit-stride convolution over the input with
+  ``s - 1`` zeros inserted between its entries (Dumoulin & Visin 2016, "A
+  guide to convolution arithmetic for deep learning", section 4), so a
+  window of ``k`` taps covers only about ``k/s`` real entries. Exactly: it
+  scatters input ``i`` through tap ``j`` to output ``i s + j d - p`` per
+  spatial dim (stride ``s``, dilation ``d``, padding ``p``). Every tap hits
+  exactly one residue of the output position mod ``s``, so over any ``s``
+  consecutive interior outputs the ``k`` taps land ``k`` times in all: an
+  output sums :math:`k/s` taps per dim *on average*, whatever ``d`` (exactly
+  ``k/s`` at each output when ``s`` divides ``k`` and ``d`` is prime to ``s``; otherwise
+  some outputs get more, some fewer, and with ``k < s`` some get none).
+  So fan_in :math:`= (in/groups) \prod_d k_d / s_d`, the mean number of terms
+  an output sums, which makes the output variance right averaged over
+  positions; fan_out :math:`= (out/groups) \prod_d k_d` (stride does not
+  change how many outputs one input feeds). ``ConvTranspose2d(k=2, s=2)``, the
+  U-Net upsampler, has fan_in ``in/groups``: each output gets one tap per dim,
+  not four. ``padding`` and ``output_padding`` only crop or extend the
+  borders and leave the interior count alone;
 * grouped and depthwise convolutions: each input channel only feeds the
   ``out/groups`` outputs of its own group, so fan-out is
   ``out/groups * prod(kernel)``, not ``out * prod(kernel)``;
@@ -26,6 +44,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import NamedTuple
 
 import torch
@@ -48,10 +67,14 @@ _NORMS: tuple[type[nn.Module], ...] = (
 
 
 class Fans(NamedTuple):
-    """Fan-in and fan-out of one weight block."""
+    """Fan-in and fan-out of one weight block.
 
-    fan_in: int
-    fan_out: int
+    Whole numbers are ``int``; the one fractional case is the mean fan-in of a
+    transposed convolution whose stride does not divide its kernel (a ``float``).
+    """
+
+    fan_in: float
+    fan_out: float
 
 
 class Block(NamedTuple):
@@ -87,21 +110,34 @@ class Block(NamedTuple):
         return tensor if tensor.dim() == 0 else tensor[self.rows]
 
 
-def tensor_fans(shape: Sequence[int], *, transposed: bool = False, groups: int = 1) -> Fans:
+def tensor_fans(
+    shape: Sequence[int],
+    *,
+    transposed: bool = False,
+    groups: int = 1,
+    stride: int | Sequence[int] = 1,
+) -> Fans:
     r"""Fans of a weight of the given shape.
 
     For ``(out, in/groups, *k)`` (Linear, ConvNd) with :math:`r = \prod k`:
     fan_in :math:`= (in/groups)\, r`, fan_out :math:`= (out/groups)\, r`.
-    With ``transposed=True`` the shape is ConvTransposeNd's
-    ``(in, out/groups, *k)``: fan_in :math:`= (in/groups)\, r`,
-    fan_out :math:`= (out/groups)\, r`. For ``groups=1`` and ``transposed=False``
-    this is exactly ``torch.nn.init._calculate_fan_in_and_fan_out``.
+    For ``groups=1`` this is exactly ``torch.nn.init._calculate_fan_in_and_fan_out``.
+    A ConvNd's stride does not change its fan_in (each output still reads every
+    tap); its fan_out leaves the stride out by the usual convention (torch, JAX,
+    Keras), although each input then feeds only
+    :math:`(out/groups) \prod_d k_d / s_d` outputs on average.
 
-    Stride is not part of the fans, by the common convention (torch, JAX, Keras).
+    With ``transposed=True`` the shape is ConvTransposeNd's ``(in, out/groups, *k)``
+    and ``stride`` (an int, or one per spatial dim) its stride ``s``: fan_in
+    :math:`= (in/groups)\, \prod_d k_d / s_d`, the mean number of (input channel,
+    tap) terms an output sums (see the module docstring), fan_out
+    :math:`= (out/groups)\, r`.
 
     Raises:
-        ValueError: fewer than 2 dims (no fan-in/fan-out to speak of), or a
-            ``groups`` that does not divide the grouped dimension.
+        ValueError: fewer than 2 dims (no fan-in/fan-out to speak of), a
+            ``groups`` that does not divide the grouped dimension, a stride that
+            is not one positive int per spatial dim, or a stride other than 1
+            without ``transposed=True``.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
@@ -112,9 +148,34 @@ def tensor_fans(shape: Sequence[int], *, transposed: bool = False, groups: int =
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     if shape[0] % groups:
         raise ValueError(f"groups={groups} does not divide dim 0 of shape {shape}")
+    strides = _strides(stride, shape)
+    if not transposed and any(s != 1 for s in strides):
+        raise ValueError(
+            f"stride={stride!r} only enters the fans of a transposed convolution "
+            "(transposed=True); a ConvNd's fans leave the stride out"
+        )
     receptive = math.prod(shape[2:])
     grouped, other = shape[0] // groups * receptive, shape[1] * receptive
-    return Fans(grouped, other) if transposed else Fans(other, grouped)
+    if transposed:
+        return Fans(_number(Fraction(grouped, math.prod(strides))), other)
+    return Fans(other, grouped)
+
+
+def _strides(stride: int | Sequence[int], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One positive int per spatial dim of ``shape`` (an int is broadcast)."""
+    dims = len(shape) - 2
+    strides = (stride,) * dims if isinstance(stride, int) else tuple(stride)
+    if len(strides) != dims or not all(isinstance(s, int) and s >= 1 for s in strides):
+        raise ValueError(
+            f"stride must be a positive int or {dims} positive ints (one per spatial dim "
+            f"of shape {shape}), got {stride!r}"
+        )
+    return strides
+
+
+def _number(value: Fraction) -> float:
+    """An exact count as an int when whole, else the nearest float."""
+    return int(value) if value.denominator == 1 else float(value)
 
 
 def fan_count(fans: Fans, mode: str) -> float:
@@ -134,7 +195,8 @@ def param_blocks(module: nn.Module, param_name: str) -> list[Block]:
     Per module kind:
 
     * ConvNd: :func:`tensor_fans` with the module's groups (grouped/depthwise right);
-    * ConvTransposeNd: the same with ``transposed=True``;
+    * ConvTransposeNd: the same with ``transposed=True`` and the module's stride
+      (fan_in ``in/groups * prod(k/s)``, the mean count of terms per output);
     * Embedding/EmbeddingBag: fans ``(1, embedding_dim)``. A lookup is a Linear
       layer on a one-hot vector, which has exactly one non-zero input, so each
       output sums one weight: fan_in = 1, and fan-in scaling gives N(0, 1), the
@@ -200,8 +262,9 @@ def _groups(owner: nn.Module, leaf: str) -> int:
 def _module_fans(owner: nn.Module, leaf: str) -> Fans:
     """Fans of a >= 2-dim weight, knowing the module's conv layout."""
     shape = getattr(owner, leaf).shape
-    transposed = isinstance(owner, nn.modules.conv._ConvTransposeNd) and leaf == "weight"
-    return tensor_fans(shape, transposed=transposed, groups=_groups(owner, leaf))
+    if isinstance(owner, nn.modules.conv._ConvTransposeNd) and leaf == "weight":
+        return tensor_fans(shape, transposed=True, groups=owner.groups, stride=owner.stride)
+    return tensor_fans(shape, groups=_groups(owner, leaf))
 
 
 def _weight_fans(owner: nn.Module) -> Fans:
