@@ -196,10 +196,11 @@ def test_unet_transposed_fans():
         if isinstance(module, nn.ConvTranspose2d):
             c_in, c_out = module.in_channels, module.out_channels  # weight: (in, out, 2, 2)
             row = rows[f"{name}.weight"]
-            assert (row.fan_in, row.fan_out) == (c_in * 4, c_out * 4)
+            # kernel 2, stride 2: each output sums one tap per dim, each input feeds all 4
+            assert (row.fan_in, row.fan_out) == (c_in, c_out * 4)
             generic = torch.nn.init._calculate_fan_in_and_fan_out(module.weight)
-            assert generic == (c_out * 4, c_in * 4)  # what torch's generic rule gets backwards
-            assert row.std == pytest.approx(1 / math.sqrt(c_in * 4), rel=1e-12)
+            assert generic == (c_out * 4, c_in * 4)  # swapped, and blind to the stride
+            assert row.std == pytest.approx(1 / math.sqrt(c_in), rel=1e-12)
 
 
 def test_functional_activation_gains():

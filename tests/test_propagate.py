@@ -163,14 +163,15 @@ def test_convolutions_count_the_taps_they_really_sum():
     q = float(x.pow(2).mean())
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ConvTranspose2d(4, 2, 2, stride=2))
     gains = propagated_gains(model, x)
-    # Mean over output positions of the number of kernel taps on real input, over the kernel size.
+    # Mean over output positions of the number of kernel taps on real input, over the number
+    # fan_in counts: 9 for the conv, (2/2)^2 = 1 for the kernel-2 stride-2 transposed conv.
     padded = float(F.conv2d(torch.ones(1, 1, 5, 5), torch.ones(1, 1, 3, 3), padding=1).mean()) / 9
     strided = float(F.conv_transpose2d(torch.ones(1, 1, 5, 5), torch.ones(1, 1, 2, 2),
-                                       stride=2).mean()) / 4
+                                       stride=2).mean())
     assert gains["0"] == pytest.approx(1 / math.sqrt(q * padded), rel=1e-6)
-    assert gains["1"] == pytest.approx(1 / math.sqrt(strided), rel=1e-9)  # = 2: 1/stride^2
-    blind = propagated_gains(model)  # without shapes: padding ignored, 1/prod(stride) kept
-    assert blind == pytest.approx({"0": 1.0, "1": 2.0})
+    assert gains["1"] == pytest.approx(1 / math.sqrt(strided), rel=1e-9)  # = 1: one tap each
+    blind = propagated_gains(model)  # without shapes: padding ignored
+    assert blind == pytest.approx({"0": 1.0, "1": 1.0})
 
 
 def test_transformer_encoder_layer_by_its_structure():

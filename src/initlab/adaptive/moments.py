@@ -6,10 +6,10 @@ weights at initialization (the mean-field picture of Poole et al. 2016). The rul
 
 * **weight layer** :math:`y = Wx`, :math:`W_{ij} \sim \mathcal{N}(0, g^2/\text{fan\_in})`,
   bias 0: :math:`E[y] = 0`, :math:`E[y^2] = g^2\, q_x\, t/\text{fan\_in}`, with :math:`t` the
-  number of input entries each output really sums (``fan_in`` for a Linear layer; fewer at a
-  zero-padded border of a convolution, ``fan_in / prod(stride)`` on average for a transposed
-  one). So :math:`g = \sqrt{\text{fan\_in} / (t\, q_x)}` gives unit variance. This is exact for
-  any input distribution: no Gaussian assumption.
+  number of input entries each output really sums (``fan_in`` for a Linear layer, and on
+  average for a transposed convolution, whose fan_in counts its mean ``k/s`` taps per dim;
+  fewer at a zero-padded or cropped border). So :math:`g = \sqrt{\text{fan\_in} / (t\, q_x)}`
+  gives unit variance. This is exact for any input distribution: no Gaussian assumption.
 * **activation** :math:`\phi`: its input is taken to be Gaussian :math:`\mathcal{N}(m,
   q - m^2)` -- the output of a wide random linear layer is (central limit theorem); after a
   sum of non-Gaussian terms this is an approximation -- and :math:`E[\phi]`,

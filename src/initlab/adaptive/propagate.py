@@ -100,15 +100,16 @@ def _shape(node) -> tuple[int, ...] | None:
 
 
 def _taps(conv: nn.modules.conv._ConvNd, in_shape, out_shape) -> float:
-    """Average fraction of a conv's kernel taps that land on real (not zero-padded) entries.
+    """Average number of kernel taps an output really sums, over the number its fan_in counts.
 
-    For a transposed convolution the same count gives ~1/prod(stride) (each output is reached
-    by only that share of the kernel). Without shapes: 1, or 1/prod(stride) when transposed.
+    fan_in counts ``k`` taps per dim for a convolution and ``k/s`` for a transposed one (the
+    mean in the interior, ``initlab.init.fans``); the share lost at zero-padded or cropped
+    borders is counted here. Without shapes: 1.
     """
     transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
     dims = len(conv.kernel_size)
     if in_shape is None or out_shape is None:
-        return 1.0 / math.prod(conv.stride) if transposed else 1.0
+        return 1.0
     if conv.padding_mode != "zeros" and not transposed:
         return 1.0
     fraction = 1.0
@@ -121,7 +122,7 @@ def _taps(conv: nn.modules.conv._ConvNd, in_shape, out_shape) -> float:
             hits = sum(0 <= i * s - pad + j * dil < n_out for i in range(n_in) for j in range(k))
         else:  # output o, tap j reads input o*s - pad + j*dil
             hits = sum(0 <= o * s - pad + j * dil < n_in for o in range(n_out) for j in range(k))
-        fraction *= hits / (n_out * k)
+        fraction *= hits / (n_out * (k / s if transposed else k))
     return fraction
 
 
