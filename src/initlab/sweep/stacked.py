@@ -1,19 +1,23 @@
 """K multilayer perceptrons of one shape, trained as one: stacked weights, batched matmuls.
 
 Model k is ``Linear -> phi_k -> Linear -> phi_k -> ... -> Linear`` with weights
-``W_l[k]`` (n_l x n_(l+1), i.e. ``nn.Linear.weight`` transposed) and biases ``b_l[k]``,
-stacked into K x n_l x n_(l+1) and K x 1 x n_(l+1) tensors. All K models see the same
-minibatch ``x`` (B x n_0):
+``W_l[k]`` (n_(l+1) x n_l, ``nn.Linear.weight``'s own layout) and biases ``b_l[k]``,
+stacked into K x n_(l+1) x n_l and K x n_(l+1) x 1 tensors. Signals are kept
+*feature-major*: a layer's activations are K x n x B (units by examples), so a layer is
+``Z_l = W_l H_(l-1) + b_l``, the transpose of PyTorch's ``x W^T + b``. All K models see
+the same minibatch ``x`` (B x n_0):
 
 * every layer is one batched matmul over the model axis,
-  ``Z_l[k] = H_(l-1)[k] @ W_l[k] + b_l[k]`` (``torch.baddbmm``), with
-  ``dW_l[k] = H_(l-1)[k]^T @ dZ_l[k]`` and ``dH_(l-1)[k] = dZ_l[k] @ W_l[k]^T``;
-* layer 0's input is shared: ``H_(-1) = x`` expanded to K x B x n_0 with stride 0 over
-  the models, so ``x`` is stored and read once, as in the wide matmul
-  ``x @ [W_0[1] | ... | W_0[K]]``. Measured side by side on a 2-core AMD EPYC with
-  MKL, the stride-0 batched matmul trains the article's grid (36 x 784-256-10, batch
-  128) at 80-88 GFLOP/s against 56-63 for the wide matmul: MKL's kernel for a
-  128 x 784 x 9216 product is slower than its 36 batched 128 x 784 x 256 ones;
+  ``Z_l[k] = W_l[k] @ H_(l-1)[k] + b_l[k]`` (``torch.baddbmm``), with
+  ``dW_l[k] = dZ_l[k] @ H_(l-1)[k]^T`` and ``dH_(l-1)[k] = W_l[k]^T @ dZ_l[k]``;
+* layer 0's input is shared: ``H_(-1) = x^T`` expanded to K x n_0 x B with stride 0 over
+  the models, so ``x`` is stored and read once;
+* why this layout: MKL's batched GEMM runs a product fast when its output is wide.
+  With the examples (B = 128) as the output's columns, the 10-class output layer of the
+  article's grid runs at ~70 GFLOP/s forward and in its weight update on a 2-core AMD
+  EPYC, against 13-27 and ~11 GFLOP/s with the batch-major ``H W`` (B x 10 outputs,
+  and a 256 x 10 weight-update output); the large layers run at the same speed either
+  way (``benchmarks/sweep_speed.py``);
 * ``H_l = phi(Z_l)`` is applied in place, per sub-group of models sharing an activation
   (contiguous index ranges: the caller orders the models by activation), and
   ``dZ_l = phi'(Z_l) * dH_l`` uses PyTorch's own autograd kernels (``tanh_backward``,
@@ -26,7 +30,7 @@ minibatch ``x`` (B x n_0):
 
 The forward and backward passes are written out by hand rather than taped by autograd:
 no graph is built; the weight update of plain SGD is fused into the gradient matmul
-(``W += H^T @ (-lr * dZ)``, one pass over the weights instead of three); activations,
+(``W += (-lr * dZ) @ H^T``, one pass over the weights instead of three); activations,
 their gradients and the matmul outputs of the training batch live in a
 :class:`Workspace` reused from step to step (fresh multi-megabyte buffers are
 page-faulted in again at every step: on the deep grid, 20 x 64, that took the step from
@@ -216,7 +220,7 @@ class Workspace:
 @dataclass
 class Cache:
     """What the backward pass needs from the forward pass: the input, each hidden layer's
-    activation ``H`` (K x B x n) and, per activation segment, a copy of its pre-activation
+    activation ``H`` (K x n x B) and, per activation segment, a copy of its pre-activation
     where the segment's backward needs one (else None)."""
 
     x: Tensor
@@ -250,6 +254,7 @@ class StackedMLP:
         self.has_bias = first[0][1].bias is not None
         self.segments = [_segments([p[1][i] for p in parsed])  # type: ignore[index]
                          for i in range(len(self.widths) - 2)]
+        self.sizes = [[s.stop - s.start for s in layer] for layer in self.segments]
         self.weights, self.biases = self._stack([[lin for _, lin in p[0]] for p in parsed])
         self.workspace = Workspace(self.device)
         self.eval_space = Workspace(self.device)
@@ -260,8 +265,8 @@ class StackedMLP:
                 self.device, torch.float32)
 
         depth = len(self.widths) - 1
-        weights = [stacked("weight", i).transpose(1, 2).contiguous() for i in range(depth)]
-        biases: list[Tensor | None] = [stacked("bias", i).unsqueeze(1).contiguous()
+        weights = [stacked("weight", i) for i in range(depth)]
+        biases: list[Tensor | None] = [stacked("bias", i).unsqueeze(2)
                                        if self.has_bias else None for i in range(depth)]
         return weights, biases
 
@@ -271,7 +276,7 @@ class StackedMLP:
         return len(self.weights)
 
     def parameters(self) -> list[Tensor]:
-        """Weights (K x in x out) and biases (K x 1 x out), layer by layer."""
+        """Weights (K x out x in) and biases (K x out x 1), layer by layer."""
         return [t for w, b in zip(self.weights, self.biases, strict=True)
                 for t in (w, b) if t is not None]
 
@@ -285,12 +290,13 @@ class StackedMLP:
     # --- forward -----------------------------------------------------------------------
 
     def _input(self, x: Tensor) -> Tensor:
-        """The shared input as K x B x n_0 without a copy (stride 0 over the models)."""
-        return x.expand(self.k, *x.shape)
+        """The shared input x (B x n_0) as K x n_0 x B without a copy (a transposed view,
+        stride 0 over the models)."""
+        return x.t().expand(self.k, -1, -1)
 
     def forward(self, x: Tensor, space: Workspace | None = None,
                 keep: bool = True) -> tuple[Tensor, Cache]:
-        """Logits K x B x C of every model on the same input x (B x n_0), and the cache.
+        """Logits K x C x B of every model on the same input x (B x n_0), and the cache.
 
         With ``space`` the outputs live in its buffers (valid until the next call); with
         ``keep=False`` (evaluation) nothing is kept for a backward pass and two buffers
@@ -303,9 +309,9 @@ class StackedMLP:
                 if keep:
                     cache.z.append(kept)
                     cache.h.append(out)
-            shape = (self.k, len(x), w.shape[2])
+            shape = (self.k, w.shape[1], len(x))
             z = self._empty(space, ("z", i) if keep else ("z", i % 2, shape), out, shape)
-            out = torch.baddbmm(b, out, w, out=z) if b is not None else torch.bmm(out, w, out=z)
+            out = torch.baddbmm(b, w, out, out=z) if b is not None else torch.bmm(w, out, out=z)
         return out, cache
 
     def _activate(self, z: Tensor, layer: int, space: Workspace | None,
@@ -313,8 +319,8 @@ class StackedMLP:
         """``Z[k] <- phi_k(Z[k])`` in place, segment by segment; with ``keep``, the copies
         of Z kept for the segments whose backward needs them."""
         kept: list[Tensor | None] = []
-        for j, s in enumerate(self.segments[layer]):
-            part = z[s.start:s.stop]
+        parts = z.split(self.sizes[layer])
+        for j, (s, part) in enumerate(zip(self.segments[layer], parts, strict=True)):
             copy = None
             if keep and s.kernels.needs_input:
                 copy = self._empty(space, ("input", layer, j), part, part.shape).copy_(part)
@@ -324,25 +330,25 @@ class StackedMLP:
 
     @staticmethod
     def loss(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-model mean cross-entropy [K] and its gradient w.r.t. the logits (K x B x C)."""
-        logp = torch.log_softmax(logits, dim=-1)
-        target = y.view(1, -1, 1).expand(logits.shape[0], -1, 1)
-        loss = -logp.gather(2, target).squeeze(2).mean(dim=1)
+        """Per-model mean cross-entropy [K] and its gradient w.r.t. the logits (K x C x B)."""
+        logp = torch.log_softmax(logits, dim=1)
+        target = y.view(1, 1, -1).expand(logits.shape[0], 1, -1)
+        loss = -logp.gather(1, target).squeeze(1).mean(dim=1)
         grad = logp.exp_()
-        grad.scatter_add_(2, target, torch.full(target.shape, -1.0, device=grad.device))
-        return loss, grad.mul_(1.0 / logits.shape[1])
+        grad.scatter_add_(1, target, torch.full(target.shape, -1.0, device=grad.device))
+        return loss, grad.mul_(1.0 / logits.shape[2])
 
     # --- backward ----------------------------------------------------------------------
 
     def backward(self, cache: Cache, grad_logits: Tensor,
                  neg_lr: Tensor | None = None) -> list[Tensor] | None:
-        """Backpropagate ``grad_logits`` (K x B x C) through every model.
+        """Backpropagate ``grad_logits`` (K x C x B) through every model.
 
         Without ``neg_lr``: return the gradients in the layout of :meth:`parameters`
         (in the cache's workspace, if any: valid until the next call).
         With ``neg_lr`` ([K], the negated learning rates): apply plain SGD in place and
         return None. Backpropagation is linear in ``grad_logits``, so scaling it once by
-        ``neg_lr`` scales every dZ below, and each layer's update ``W += H^T @ dZ`` is
+        ``neg_lr`` scales every dZ below, and each layer's update ``W += dZ @ H^T`` is
         fused into its gradient matmul (one pass over the weights instead of three).
         """
         space = cache.space
@@ -355,27 +361,27 @@ class StackedMLP:
             inp = cache.h[i - 1] if i > 0 else self._input(cache.x)
             dh = None
             if i > 0:
-                dh = torch.bmm(dz, w.transpose(1, 2),
+                dh = torch.bmm(w.transpose(1, 2), dz,
                                out=self._empty(space, ("dh", inp.shape), dz, inp.shape))
             if neg_lr is not None:
-                w.baddbmm_(inp.transpose(1, 2), dz)
+                w.baddbmm_(dz, inp.transpose(1, 2))
                 if b is not None:
-                    b.add_(dz.sum(1, keepdim=True))
+                    b.add_(dz.sum(2, keepdim=True))
             else:
-                gw = torch.bmm(inp.transpose(1, 2), dz, out=self._empty(space, ("dw", i), dz,
+                gw = torch.bmm(dz, inp.transpose(1, 2), out=self._empty(space, ("dw", i), dz,
                                                                         w.shape))
-                grads[:0] = [gw] + ([dz.sum(1, keepdim=True)] if b is not None else [])
+                grads[:0] = [gw] + ([dz.sum(2, keepdim=True)] if b is not None else [])
             if dh is not None:
                 dz = self._activation_grad(dh, cache, i - 1)
         return grads if neg_lr is None else None
 
     def _activation_grad(self, dh: Tensor, cache: Cache, layer: int) -> Tensor:
         """dZ = phi'(Z) * dH per segment."""
-        h = cache.h[layer]
         dz = self._empty(cache.space, ("dz", dh.shape), dh, dh.shape)
-        for s, z in zip(self.segments[layer], cache.z[layer], strict=True):
-            sl = slice(s.start, s.stop)
-            s.kernels.backward(dh[sl], z, h[sl], dz[sl])
+        sizes = self.sizes[layer]
+        for s, z, g, y, out in zip(self.segments[layer], cache.z[layer], dh.split(sizes),
+                                   cache.h[layer].split(sizes), dz.split(sizes), strict=True):
+            s.kernels.backward(g, z, y, out)
         return dz
 
     # --- measurements ------------------------------------------------------------------
@@ -391,9 +397,9 @@ class StackedMLP:
         for start in range(0, len(x), chunk):
             xb, yb = x[start:start + chunk], y[start:start + chunk]
             logits, _ = self.forward(xb, self.eval_space, keep=False)
-            correct += (logits.argmax(-1) == yb).sum(1)
+            correct += (logits.argmax(1) == yb).sum(1)
             loss_sum += torch.nn.functional.cross_entropy(
-                logits.transpose(1, 2), yb.expand(self.k, -1), reduction="none").sum(1)
+                logits, yb.expand(self.k, -1), reduction="none").sum(1)
         return correct / len(x), loss_sum / len(x)
 
     @torch.no_grad()
