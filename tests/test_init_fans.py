@@ -1,6 +1,7 @@
 """Fans and packed blocks per module kind, against hand-computed values and
 against fans *measured* by running the real module (ones in, ones as weights);
-for strided transposed convolutions also against the output variance they give."""
+for strided convolutions also against the gradient variance (fan_out) and for
+strided transposed ones against the output variance (fan_in) they give."""
 
 from __future__ import annotations
 
@@ -41,12 +42,27 @@ def test_tensor_fans_strided_transposed_by_hand():
     assert fans == Fans(8, 4) and isinstance(fans.fan_in, int)
 
 
+def test_tensor_fans_strided_conv_by_hand():
+    # ViT patch embedding Conv2d(3, 768, 16, stride=16): each input pixel feeds one output per
+    # output channel: fan_out 768, where torch's stride-blind 768 * 256 is 256x too large
+    assert tensor_fans((768, 3, 16, 16), stride=16) == Fans(3 * 256, 768)
+    # ResNet downsampling Conv2d(64, 128, 3, stride=2, padding=1): 128 * (3/2)^2 = 288
+    assert tensor_fans((128, 64, 3, 3), stride=(2, 2)) == Fans(576, 288)
+    # Conv2d(6, 4, 3, stride=2, groups=2): (4/2) * 2.25 = 4.5, a float; fan_in 3 * 9 stays
+    fans = tensor_fans((4, 3, 3, 3), groups=2, stride=2)
+    assert fans == Fans(27, 4.5) and isinstance(fans.fan_in, int)
+    # Conv1d(4, 6, 2, stride=3): 6 * 2/3 = 4, whole, so an int
+    fans = tensor_fans((6, 4, 2), stride=3)
+    assert fans == Fans(8, 4) and isinstance(fans.fan_out, int)
+
+
 @pytest.mark.parametrize(
     ("shape", "kwargs", "match"),
     [
-        ((6, 4, 3, 3), {"transposed": True, "stride": (2,)}, r"2 positive ints.*\(2,\)"),
+        ((6, 4, 3, 3), {"transposed": True, "stride": (2,)}, r"\(2 of them\).*got \(2,\)"),
         ((6, 4, 3), {"transposed": True, "stride": 0}, "got 0"),
-        ((6, 4, 3), {"stride": 2}, "stride=2 only enters .*transposed=True"),
+        ((6, 4, 3, 3), {"stride": (2, 0)}, r"got \(2, 0\)"),
+        ((6, 4), {"stride": 2}, r"shape \(6, 4\) \(0 of them\).*1 without .*got 2"),
     ],
 )
 def test_tensor_fans_refuse_a_bad_stride_naming_it(shape, kwargs, match):
@@ -74,85 +90,89 @@ def re_shape(shape: tuple[int, ...]) -> str:
 # --------------------------------------------------------------------------- measured fans
 
 
-def measured_fans(module: nn.Module, channels_in: int, spatial: int, kernel: int) -> Fans:
-    """Fans counted by the module itself: with every weight and input equal to 1 and
-    no bias, an interior output equals the number of weights summed into it
-    (fan-in), and the gradient of sum(outputs) at an interior input equals the
-    number of (output, tap) pairs it feeds (fan-out)."""
+def measured_fans(module: nn.modules.conv._ConvNd, size: int) -> Fans:
+    """Fans counted by the module itself. With every weight and input equal to 1 and a zero
+    bias, an output equals the number of (input channel, tap) terms summed into it (fan-in),
+    and the gradient of sum(outputs) at an input the number of (output channel, tap) terms it
+    feeds (fan-out). Each is averaged over a window of 2 * stride consecutive interior
+    positions per dim, every residue mod the stride twice: the mean count the fans are. The
+    counts are whole numbers, exact in float32; their mean is taken in float64."""
     with torch.no_grad():
         module.weight.fill_(1.0)
-    x = torch.ones(1, channels_in, *([3 * kernel] * spatial), requires_grad=True)
-    y = module(x)
-    y.sum().backward()
-    centre_y = (0, 0, *(n // 2 for n in y.shape[2:]))
-    centre_x = (0, 0, *(n // 2 for n in x.shape[2:]))
-    return Fans(round(y[centre_y].item()), round(x.grad[centre_x].item()))
-
-
-CONVS = [
-    pytest.param(lambda: nn.Conv1d(4, 6, 5, bias=False), 4, 1, 5, id="conv1d"),
-    pytest.param(lambda: nn.Conv2d(6, 12, 3, groups=3, bias=False), 6, 2, 3, id="conv2d-grouped"),
-    pytest.param(lambda: nn.Conv2d(8, 16, 3, groups=8, bias=False), 8, 2, 3, id="depthwise"),
-    pytest.param(lambda: nn.Conv3d(2, 4, 3, bias=False), 2, 3, 3, id="conv3d"),
-    pytest.param(lambda: nn.ConvTranspose1d(4, 6, 5, bias=False), 4, 1, 5, id="convT1d"),
-    pytest.param(
-        lambda: nn.ConvTranspose2d(6, 12, 3, groups=3, bias=False), 6, 2, 3, id="convT2d-grouped"
-    ),
-    pytest.param(lambda: nn.ConvTranspose3d(2, 4, 3, bias=False), 2, 3, 3, id="convT3d"),
-]
-
-
-@pytest.mark.parametrize(("make", "channels_in", "spatial", "kernel"), CONVS)
-def test_conv_fans_equal_the_fans_the_module_computes_with(make, channels_in, spatial, kernel):
-    module = make()
-    (block,) = param_blocks(module, "weight")
-    assert block.fans == measured_fans(module, channels_in, spatial, kernel)
-    assert block.groups == module.groups
-
-
-def measured_transposed_fans(module: nn.ConvTransposeNd, size: int) -> tuple[float, int]:
-    """(fan_in, fan_out) counted by a transposed conv with ones as weights and input and a
-    zero bias: each output equals the number of (input channel, tap) terms summed into it, so the
-    mean over a window of 2 * stride consecutive interior outputs per dim (every residue mod
-    stride twice) is the mean count; the gradient of sum(outputs) at the centre input counts
-    the (output, tap) pairs it feeds."""
-    with torch.no_grad():
-        module.weight.fill_(1.0)
-        module.bias.zero_()
+        if module.bias is not None:
+            module.bias.zero_()
     x = torch.ones(1, module.in_channels, *[size] * len(module.stride), requires_grad=True)
     y = module(x)
     y.sum().backward()
-    window = tuple(slice(n // 2 - s, n // 2 + s) for n, s in zip(y.shape[2:], module.stride,
-                                                                  strict=True))
-    centre_x = (0, 0, *(n // 2 for n in x.shape[2:]))
-    counts = y[(0, 0, *window)]  # whole numbers, exact in float32; their mean in float64
-    return counts.sum().item() / counts.numel(), round(x.grad[centre_x].item())
+    return Fans(window_mean(y.detach(), module.stride), window_mean(x.grad, module.stride))
 
 
-STRIDED = [
-    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 2, stride=2), 12, id="k2s2-unet"),
-    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, 2, 1, output_padding=1), 12, id="k3s2"),
-    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1), 12, id="k4s2"),
-    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, stride=1), 12, id="k3s1"),
-    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, stride=2, groups=2), 12, id="k3s2-g2"),
-    pytest.param(lambda: nn.ConvTranspose2d(4, 4, 3, stride=2, groups=4), 12, id="depthwise"),
-    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 1, stride=2), 12, id="k1s2-gaps"),
-    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 2, stride=3), 12, id="k2s3-gaps"),
-    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, stride=2, dilation=2), 12, id="k3s2d2"),
-    pytest.param(lambda: nn.ConvTranspose2d(6, 4, (3, 2), stride=(2, 1)), 12, id="anisotropic"),
-    pytest.param(lambda: nn.ConvTranspose1d(4, 6, 5, stride=3, padding=2), 16, id="1d-k5s3"),
-    pytest.param(lambda: nn.ConvTranspose3d(2, 3, 3, stride=2), 8, id="3d-k3s2"),
+def window_mean(counts: torch.Tensor, stride: tuple[int, ...]) -> float:
+    """Mean of channel 0 over 2 * stride positions per dim around the centre."""
+    spatial = counts.shape[2:]
+    assert all(n // 2 - s >= 0 and n // 2 + s <= n for n, s in zip(spatial, stride, strict=True))
+    window = tuple(slice(n // 2 - s, n // 2 + s) for n, s in zip(spatial, stride, strict=True))
+    return counts[(0, 0, *window)].double().mean().item()
+
+
+CONVS = [  # (module, input size per spatial dim)
+    pytest.param(lambda: nn.Conv1d(4, 6, 5), 15, id="conv1d"),
+    pytest.param(lambda: nn.Conv2d(6, 12, 3, groups=3), 9, id="conv2d-grouped"),
+    pytest.param(lambda: nn.Conv2d(8, 16, 3, groups=8), 9, id="depthwise"),
+    pytest.param(lambda: nn.Conv3d(2, 4, 3, bias=False), 9, id="conv3d"),
+    pytest.param(lambda: nn.ConvTranspose1d(4, 6, 5), 15, id="convT1d"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 12, 3, groups=3), 9, id="convT2d-grouped"),
+    pytest.param(lambda: nn.ConvTranspose3d(2, 4, 3, bias=False), 9, id="convT3d"),
+]
+STRIDED_CONVS = [  # fan_out: the mean number of outputs an input feeds, (out/g) * prod(k/s)
+    pytest.param(lambda: nn.Conv2d(6, 4, 3, 2, 1), 16, id="k3s2p1-resnet"),
+    pytest.param(lambda: nn.Conv2d(6, 4, 1, stride=2), 16, id="k1s2-shortcut-gaps"),
+    pytest.param(lambda: nn.Conv2d(3, 8, 4, stride=4), 40, id="k4s4-patch-embed"),
+    pytest.param(lambda: nn.Conv2d(6, 4, 2, stride=3), 30, id="k2s3-gaps"),
+    pytest.param(lambda: nn.Conv2d(6, 4, 3, stride=2, groups=2), 16, id="k3s2-g2"),
+    pytest.param(lambda: nn.Conv2d(4, 4, 3, stride=2, groups=4), 16, id="k3s2-depthwise"),
+    pytest.param(lambda: nn.Conv2d(6, 4, 3, stride=2, dilation=2), 20, id="k3s2d2"),
+    pytest.param(lambda: nn.Conv2d(6, 4, 3, 2, 1, padding_mode="reflect"), 16, id="reflect"),
+    pytest.param(lambda: nn.Conv2d(6, 4, (3, 2), stride=(2, 1)), 16, id="anisotropic"),
+    pytest.param(lambda: nn.Conv1d(4, 6, 5, stride=3, padding=2), 30, id="1d-k5s3"),
+    pytest.param(lambda: nn.Conv3d(2, 3, 3, stride=2), 14, id="3d-k3s2"),
+]
+STRIDED_TRANSPOSED = [  # fan_in: the mean number of terms an output sums, (in/g) * prod(k/s)
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 2, stride=2), 12, id="T-k2s2-unet"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, 2, 1, output_padding=1), 12, id="T-k3s2"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1), 12, id="T-k4s2"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, stride=1), 12, id="T-k3s1"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, stride=2, groups=2), 12, id="T-k3s2-g2"),
+    pytest.param(lambda: nn.ConvTranspose2d(4, 4, 3, stride=2, groups=4), 12, id="T-depthwise"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 1, stride=2), 12, id="T-k1s2-gaps"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 2, stride=3), 12, id="T-k2s3-gaps"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, 3, stride=2, dilation=2), 12, id="T-k3s2d2"),
+    pytest.param(lambda: nn.ConvTranspose2d(6, 4, (3, 2), stride=(2, 1)), 12, id="T-anisotropic"),
+    pytest.param(lambda: nn.ConvTranspose1d(4, 6, 5, stride=3, padding=2), 16, id="T-1d-k5s3"),
+    pytest.param(lambda: nn.ConvTranspose3d(2, 3, 3, stride=2), 8, id="T-3d-k3s2"),
 ]
 
 
-@pytest.mark.parametrize(("make", "size"), STRIDED)
-def test_strided_transposed_fans_equal_the_mean_count_of_terms_per_output(make, size):
+@pytest.mark.parametrize(("make", "size"), CONVS + STRIDED_CONVS + STRIDED_TRANSPOSED)
+def test_conv_fans_equal_the_mean_counts_the_module_computes_with(make, size):
     module = make()
     (block,) = param_blocks(module, "weight")
-    fan_in, fan_out = measured_transposed_fans(module, size)
-    assert block.fans.fan_in == pytest.approx(fan_in, rel=1e-12)
-    assert block.fans.fan_out == fan_out
-    assert param_blocks(module, "bias")[0].fans == block.fans
+    assert tuple(block.fans) == pytest.approx(tuple(measured_fans(module, size)), rel=1e-12)
+    assert block.groups == module.groups
+    if module.bias is not None:
+        assert param_blocks(module, "bias")[0].fans == block.fans
+
+
+@pytest.mark.parametrize(("make", "size"), STRIDED_CONVS)
+def test_strided_conv_and_its_transpose_mirror_each_other(make, size):
+    # ConvTranspose with the same k, s, d, p is the adjoint of the conv (its input gradient):
+    # the conv's fan_out is its transpose's fan_in, with the channels swapped.
+    conv = make()
+    adjoint = {3: nn.ConvTranspose1d, 4: nn.ConvTranspose2d, 5: nn.ConvTranspose3d}
+    transpose = adjoint[conv.weight.dim()](conv.out_channels, conv.in_channels, conv.kernel_size,
+                                           conv.stride, dilation=conv.dilation, groups=conv.groups)
+    fans, mirrored = param_blocks(conv, "weight")[0].fans, param_blocks(transpose, "weight")[0].fans
+    assert (fans.fan_in, fans.fan_out) == (mirrored.fan_out, mirrored.fan_in)
 
 
 def test_unet_upsampler_sums_exactly_one_tap_per_dim_at_every_output():
@@ -196,6 +216,44 @@ def test_he_normal_then_relu_keeps_the_second_moment_through_an_upsampler(make):
     assert ratios["blind"] == pytest.approx(0.25, rel=0.1)
 
 
+@pytest.mark.parametrize(
+    ("make", "blind_ratio"),
+    [
+        pytest.param(lambda: nn.Conv2d(64, 64, 3, 2, 1), 1 / 4, id="k3s2p1-resnet"),
+        pytest.param(lambda: nn.Conv2d(64, 64, 1, stride=2), 1 / 4, id="k1s2-shortcut"),
+        pytest.param(lambda: nn.Conv2d(64, 64, 4, stride=4), 1 / 16, id="k4s4-patch-embed"),
+    ],
+)
+def test_he_normal_fan_out_keeps_the_gradients_second_moment_through_a_strided_conv(
+    make, blind_ratio
+):
+    # He et al. (2015), backward: y = W relu(x), upstream gradient u with E[u^2] = q. The
+    # gradient at input i is relu'(x_i) times a sum of n_i terms W * u, n_i the (output
+    # channel, tap) pairs it feeds, so E[dx^2] = 1/2 * n_i * Var(W) * q, and W ~ N(0, 2 /
+    # fan_out) keeps q when fan_out is the mean of n_i over positions: (out) * prod(k/s).
+    # The crop of `stride` per side drops the padded border and keeps a multiple of the
+    # stride per dim, so every residue counts equally (k3s2 inputs feed 1, 2 or 4 outputs per
+    # channel; k1s2 inputs 1 or none). Tolerance 10%: the estimate varies mainly with the
+    # weight draw, the mean of >= 4096 squared weights, relative sd <= sqrt(2 / 4096) ~ 2.2%
+    # (k1s2), plus < 1% from the >= 32k upstream entries and the 400k ReLU masks: > 4 sd.
+    # torch's stride-blind fan_out (out * prod(k)) gives 1 / prod(s) of q.
+    conv = make()
+    (block,) = param_blocks(conv, "weight")
+    s = conv.stride[0]
+    x = torch.randn(8, 64, 32, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    n_out = 32 // s
+    upstream = torch.randn(8, 64, n_out, n_out, generator=torch.Generator().manual_seed(2))
+    ratios = {}
+    for label, fans in (("strided", block.fans), ("blind", tensor_fans(conv.weight.shape))):
+        he_normal_(conv.weight, mode="fan_out", fans=fans,
+                   generator=torch.Generator().manual_seed(0))
+        nn.init.zeros_(conv.bias)
+        (grad,) = torch.autograd.grad((conv(F.relu(x)) * upstream).sum(), x)
+        ratios[label] = grad[..., s:-s, s:-s].pow(2).mean().item() / upstream.pow(2).mean().item()
+    assert ratios["strided"] == pytest.approx(1.0, rel=0.1)
+    assert ratios["blind"] == pytest.approx(blind_ratio, rel=0.1)
+
+
 def test_linear_fans_equal_measured():
     linear = nn.Linear(20, 30, bias=False)
     with torch.no_grad():
@@ -226,6 +284,8 @@ def test_embedding_fans_are_those_of_a_linear_layer_on_one_hot_inputs():
         (nn.Bilinear(5, 7, 3), "weight", Fans(35, 21), 1, (35, 21)),
         (nn.Conv2d(6, 12, (3, 5), groups=3), "weight", Fans(30, 60), 3, (30, 180)),
         (nn.Conv2d(8, 16, 3, groups=8), "weight", Fans(9, 18), 8, (9, 144)),
+        (nn.Conv2d(3, 96, 16, stride=16), "weight", Fans(768, 96), 1, (768, 96 * 256)),
+        (nn.Conv2d(64, 128, 3, 2, 1), "weight", Fans(576, 288), 1, (576, 1152)),
         (nn.ConvTranspose1d(4, 6, 5), "weight", Fans(20, 30), 1, (30, 20)),
         (nn.ConvTranspose2d(6, 12, 3, groups=3), "weight", Fans(18, 36), 3, (36, 54)),
         (nn.Embedding(100, 16), "weight", Fans(1, 16), 1, (16, 100)),

@@ -5,32 +5,46 @@ A weight's *fan-in* is the number of inputs summed into one output unit, its
 initializers divide by them (Glorot & Bengio 2010; He et al. 2015), so a wrong
 fan is a wrong init. PyTorch's generic rule
 (``torch.nn.init._calculate_fan_in_and_fan_out``) reads ``(out, in, *kernel)``
-off any tensor, which is right for ``Linear`` and ungrouped ``ConvNd`` and
-wrong for:
+off any tensor, which is right for ``Linear`` and ungrouped unit-stride
+``ConvNd`` and wrong for:
 
+* strided ``ConvNd``: its fan-out. A convolution reads input ``o s + j d - p``
+  at output ``o`` through tap ``j`` per spatial dim (stride ``s``, dilation
+  ``d``, padding ``p``), so input ``i`` feeds output ``o`` through tap ``j``
+  only when ``i + p - j d`` is a multiple of ``s``: every tap reaches exactly one
+  residue of the input position mod ``s``, and over any ``s`` consecutive
+  interior inputs the ``k`` taps feed ``k`` outputs in all. An input feeds
+  :math:`k/s` outputs per dim *on average*, whatever ``d`` (exactly ``k/s`` at
+  each input when ``s`` divides ``k`` and ``d`` is prime to ``s``; otherwise some
+  inputs feed more, some fewer, and with ``k < s`` some feed none, e.g. every
+  other input of a ``k=1, s=2`` shortcut). So fan_out
+  :math:`= (out/groups) \prod_d k_d / s_d`, the mean number of (output channel,
+  tap) terms the gradient of one input sums, which keeps the gradient's
+  variance right averaged over positions (He et al. 2015's ``mode="fan_out"``);
+  fan_in :math:`= (in/groups) \prod_d k_d` (every output reads every tap). torch's
+  generic rule leaves the stride out of fan_out: ``prod(s)`` times too large,
+  256x for a ViT patch embedding (``k = s = 16``), whose every input feeds
+  exactly one output per output channel. ``padding`` only touches the borders;
 * ``ConvTransposeNd``: stored as ``(in, out/groups, *kernel)``, so the
   generic rule swaps fan-in and fan-out; and it ignores the stride. A
-  transposed convolution is a unit-stride convolution over the input with
-  ``s - 1`` zeros inserted between its entries (Dumoulin & Visin 2016, "A
-  guide to convolution arithmetic for deep learning", section 4), so a
-  window of ``k`` taps covers only about ``k/s`` real entries. Exactly: it
-  scatters input ``i`` through tap ``j`` to output ``i s + j d - p`` per
-  spatial dim (stride ``s``, dilation ``d``, padding ``p``). Every tap hits
-  exactly one residue of the output position mod ``s``, so over any ``s``
-  consecutive interior outputs the ``k`` taps land ``k`` times in all: an
-  output sums :math:`k/s` taps per dim *on average*, whatever ``d`` (exactly
-  ``k/s`` at each output when ``s`` divides ``k`` and ``d`` is prime to ``s``; otherwise
-  some outputs get more, some fewer, and with ``k < s`` some get none).
-  So fan_in :math:`= (in/groups) \prod_d k_d / s_d`, the mean number of terms
-  an output sums, which makes the output variance right averaged over
-  positions; fan_out :math:`= (out/groups) \prod_d k_d` (stride does not
-  change how many outputs one input feeds). ``ConvTranspose2d(k=2, s=2)``, the
-  U-Net upsampler, has fan_in ``in/groups``: each output gets one tap per dim,
-  not four. ``padding`` and ``output_padding`` only crop or extend the
-  borders and leave the interior count alone;
+  transposed convolution is the adjoint of a convolution with the same ``k,
+  s, d, p`` (torch: "the gradient of Conv2d with respect to its input"), so
+  its fan-in is the mirror image of the above: it scatters input ``i`` through tap
+  ``j`` to output ``i s + j d - p``, every tap hits one residue of the output
+  position mod ``s``, and an output sums :math:`k/s` taps per dim on average
+  (equivalently: a unit-stride convolution over the input with ``s - 1`` zeros
+  inserted between its entries, Dumoulin & Visin 2016, "A guide to convolution
+  arithmetic for deep learning", section 4). So fan_in
+  :math:`= (in/groups) \prod_d k_d / s_d`, the mean number of terms an output
+  sums, which makes the output variance right averaged over positions; fan_out
+  :math:`= (out/groups) \prod_d k_d` (one input feeds every tap).
+  ``ConvTranspose2d(k=2, s=2)``, the U-Net upsampler, has fan_in ``in/groups``:
+  each output gets one tap per dim, not four. ``padding`` and
+  ``output_padding`` only crop or extend the borders;
 * grouped and depthwise convolutions: each input channel only feeds the
   ``out/groups`` outputs of its own group, so fan-out is
-  ``out/groups * prod(kernel)``, not ``out * prod(kernel)``;
+  ``out/groups * prod(kernel)`` (over ``prod(stride)`` when strided), not
+  ``out * prod(kernel)``;
 * packed parameters: ``LSTM``/``GRU``/``RNN`` stack one block per gate along
   dim 0, ``MultiheadAttention.in_proj_weight`` stacks q, k and v. Each block is
   its own layer with its own fans and is initialized on its own.
@@ -69,8 +83,9 @@ _NORMS: tuple[type[nn.Module], ...] = (
 class Fans(NamedTuple):
     """Fan-in and fan-out of one weight block.
 
-    Whole numbers are ``int``; the one fractional case is the mean fan-in of a
-    transposed convolution whose stride does not divide its kernel (a ``float``).
+    Whole numbers are ``int``; the fractional cases (a ``float``) are the mean
+    fan-out of a strided convolution and the mean fan-in of a transposed one,
+    when the stride does not divide the kernel (``k=3, s=2``: 1.5 taps per dim).
     """
 
     fan_in: float
@@ -119,25 +134,24 @@ def tensor_fans(
 ) -> Fans:
     r"""Fans of a weight of the given shape.
 
-    For ``(out, in/groups, *k)`` (Linear, ConvNd) with :math:`r = \prod k`:
-    fan_in :math:`= (in/groups)\, r`, fan_out :math:`= (out/groups)\, r`.
-    For ``groups=1`` this is exactly ``torch.nn.init._calculate_fan_in_and_fan_out``.
-    A ConvNd's stride does not change its fan_in (each output still reads every
-    tap); its fan_out leaves the stride out by the usual convention (torch, JAX,
-    Keras), although each input then feeds only
-    :math:`(out/groups) \prod_d k_d / s_d` outputs on average.
+    ``stride`` is the convolution's stride ``s`` (an int, or one per spatial dim);
+    :math:`r = \prod_d k_d` the number of taps and :math:`\rho = \prod_d k_d / s_d`
+    their mean count per position (see the module docstring).
 
-    With ``transposed=True`` the shape is ConvTransposeNd's ``(in, out/groups, *k)``
-    and ``stride`` (an int, or one per spatial dim) its stride ``s``: fan_in
-    :math:`= (in/groups)\, \prod_d k_d / s_d`, the mean number of (input channel,
-    tap) terms an output sums (see the module docstring), fan_out
-    :math:`= (out/groups)\, r`.
+    For ``(out, in/groups, *k)`` (Linear, ConvNd): fan_in :math:`= (in/groups)\, r`,
+    every output reads every tap; fan_out :math:`= (out/groups)\, \rho`, the mean
+    number of (output channel, tap) terms one input feeds. For ``groups=1`` and
+    stride 1 this is exactly ``torch.nn.init._calculate_fan_in_and_fan_out``; with a
+    stride torch's fan_out is :math:`\prod_d s_d` times larger.
+
+    With ``transposed=True`` the shape is ConvTransposeNd's ``(in, out/groups, *k)``:
+    fan_in :math:`= (in/groups)\, \rho`, the mean number of (input channel, tap)
+    terms an output sums, fan_out :math:`= (out/groups)\, r`.
 
     Raises:
         ValueError: fewer than 2 dims (no fan-in/fan-out to speak of), a
-            ``groups`` that does not divide the grouped dimension, a stride that
-            is not one positive int per spatial dim, or a stride other than 1
-            without ``transposed=True``.
+            ``groups`` that does not divide the grouped dimension, or a stride that
+            is not one positive int per spatial dim.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
@@ -148,27 +162,25 @@ def tensor_fans(
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     if shape[0] % groups:
         raise ValueError(f"groups={groups} does not divide dim 0 of shape {shape}")
-    strides = _strides(stride, shape)
-    if not transposed and any(s != 1 for s in strides):
-        raise ValueError(
-            f"stride={stride!r} only enters the fans of a transposed convolution "
-            "(transposed=True); a ConvNd's fans leave the stride out"
-        )
-    receptive = math.prod(shape[2:])
-    grouped, other = shape[0] // groups * receptive, shape[1] * receptive
-    if transposed:
-        return Fans(_number(Fraction(grouped, math.prod(strides))), other)
-    return Fans(other, grouped)
+    taps = math.prod(shape[2:])
+    rho = Fraction(taps, math.prod(_strides(stride, shape)))  # mean taps per position
+    grouped, other = shape[0] // groups, shape[1]
+    if transposed:  # (in, out/groups, *k): an output sums rho taps of each in/groups channel
+        return Fans(_number(grouped * rho), other * taps)
+    return Fans(other * taps, _number(grouped * rho))  # an input feeds rho taps of each output
 
 
 def _strides(stride: int | Sequence[int], shape: tuple[int, ...]) -> tuple[int, ...]:
-    """One positive int per spatial dim of ``shape`` (an int is broadcast)."""
+    """One positive int per spatial dim of ``shape`` (an int is broadcast; a weight
+    without spatial dims, a Linear's, takes only 1)."""
     dims = len(shape) - 2
-    strides = (stride,) * dims if isinstance(stride, int) else tuple(stride)
-    if len(strides) != dims or not all(isinstance(s, int) and s >= 1 for s in strides):
+    given = (stride,) if isinstance(stride, int) else tuple(stride)
+    strides = given * dims if isinstance(stride, int) else given
+    if (len(strides) != dims or not all(isinstance(s, int) and s >= 1 for s in given)
+            or (dims == 0 and given not in ((), (1,)))):
         raise ValueError(
-            f"stride must be a positive int or {dims} positive ints (one per spatial dim "
-            f"of shape {shape}), got {stride!r}"
+            f"stride must be one positive int per spatial dim of shape {shape} ({dims} of "
+            f"them), or one int for all (1 without spatial dims); got {stride!r}"
         )
     return strides
 
@@ -194,9 +206,11 @@ def param_blocks(module: nn.Module, param_name: str) -> list[Block]:
 
     Per module kind:
 
-    * ConvNd: :func:`tensor_fans` with the module's groups (grouped/depthwise right);
-    * ConvTransposeNd: the same with ``transposed=True`` and the module's stride
-      (fan_in ``in/groups * prod(k/s)``, the mean count of terms per output);
+    * ConvNd: :func:`tensor_fans` with the module's groups and stride
+      (grouped/depthwise right; fan_out ``out/groups * prod(k/s)``, the mean
+      count of outputs one input feeds);
+    * ConvTransposeNd: the same with ``transposed=True`` (fan_in
+      ``in/groups * prod(k/s)``, the mean count of terms per output);
     * Embedding/EmbeddingBag: fans ``(1, embedding_dim)``. A lookup is a Linear
       layer on a one-hot vector, which has exactly one non-zero input, so each
       output sums one weight: fan_in = 1, and fan-in scaling gives N(0, 1), the
@@ -260,11 +274,13 @@ def _groups(owner: nn.Module, leaf: str) -> int:
 
 
 def _module_fans(owner: nn.Module, leaf: str) -> Fans:
-    """Fans of a >= 2-dim weight, knowing the module's conv layout."""
+    """Fans of a >= 2-dim weight, knowing the module's conv layout and stride."""
     shape = getattr(owner, leaf).shape
-    if isinstance(owner, nn.modules.conv._ConvTransposeNd) and leaf == "weight":
-        return tensor_fans(shape, transposed=True, groups=owner.groups, stride=owner.stride)
-    return tensor_fans(shape, groups=_groups(owner, leaf))
+    if isinstance(owner, nn.modules.conv._ConvNd) and leaf == "weight":
+        transposed = isinstance(owner, nn.modules.conv._ConvTransposeNd)
+        return tensor_fans(shape, transposed=transposed, groups=owner.groups,
+                           stride=owner.stride)
+    return tensor_fans(shape)
 
 
 def _weight_fans(owner: nn.Module) -> Fans:
