@@ -245,6 +245,23 @@ def test_fan_out_mode_uses_the_backward_gain():
     assert row.std == pytest.approx(gain("tanh", "backward") / math.sqrt(20), rel=1e-12)
 
 
+def test_strided_conv_fan_out_counts_the_stride_and_prints_exactly():
+    # a strided conv's fan_out is (out/groups) * prod(k/s), the mean number of outputs one
+    # input feeds: for the k = s = 4 patch embedding each input feeds one output per channel
+    model = models.transformer((3, 8, 8), 10, "gelu", depth=1, width=32, patch=4, init=None)
+    patch = _rows(P.plan(model, mode="fan_out"))["patch.weight"]
+    generic = torch.nn.init._calculate_fan_in_and_fan_out(model.patch.weight)
+    assert (patch.fan_in, patch.fan_out) == (3 * 16, 32) and generic == (3 * 16, 32 * 16)
+    assert patch.std == pytest.approx(1 / math.sqrt(32), rel=1e-12)  # no activation: gain 1
+    # kernel 3, stride 2: 2049 * 9/4 = 4610.25, shown in full (not "4610")
+    model = nn.Sequential(nn.Conv2d(3, 2049, 3, stride=2), nn.ReLU())
+    plan = P.plan(model, mode="fan_out")
+    row = _rows(plan)["0.weight"]
+    assert (row.fan_in, row.fan_out) == (27, 4610.25)
+    assert row.std == pytest.approx(gain("relu", "backward") / math.sqrt(4610.25), rel=1e-12)
+    assert "4610.25" in str(plan) and "4610 " not in str(plan)
+
+
 # --------------------------------------------------------------------------- apply
 
 

@@ -57,8 +57,8 @@ class PlanRow:
     name: str  # parameter name, with the block's role for packed parameters: "lstm.weight_hh_l0[f]"
     module_type: str
     shape: tuple[int, ...]
-    fan_in: int | None
-    fan_out: int | None
+    fan_in: float | None  # an int when whole; a strided conv's mean fan_out can be fractional
+    fan_out: float | None
     scheme: str
     activation: str | None  # the activation that follows the layer
     gain: float | None
@@ -148,8 +148,8 @@ class InitPlan:
             table.add_column(column, justify="right" if column in ("gain", "std") else "left")
         for r in self.rows:
             table.add_row(escape(r.name), r.module_type, "x".join(map(str, r.shape)),
-                          _fmt(r.fan_in), _fmt(r.fan_out), r.scheme, r.activation or "-",
-                          _fmt(r.gain), _fmt(r.std))
+                          _fmt_fan(r.fan_in), _fmt_fan(r.fan_out), r.scheme,
+                          r.activation or "-", _fmt(r.gain), _fmt(r.std))
         return table
 
     def __str__(self) -> str:
@@ -162,6 +162,16 @@ def _fmt(value) -> str:
     if value is None:
         return "-"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _fmt_fan(value: float | None) -> str:
+    """A fan in full: whole as an int, else up to 3 decimals (exact for strides 2, 4, 8 in up
+    to 3 dims: 4608.75, not 4609)."""
+    if value is None:
+        return "-"
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def _fill(row: PlanRow, target: Tensor | None, generator: torch.Generator) -> None:
