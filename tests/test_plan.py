@@ -262,6 +262,29 @@ def test_strided_conv_fan_out_counts_the_stride_and_prints_exactly():
     assert "4610.25" in str(plan) and "4610 " not in str(plan)
 
 
+def test_forward_schemes_scale_by_fan_in():
+    # propagate: data with E[x^2] = 2^2 + 0.5^2 = 4.25 (measured here in plain torch) needs
+    # gain 1 / sqrt(E[x^2]); critical, no activation: the linear net's critical sigma_w2 is 1
+    model = nn.Sequential(nn.Linear(30, 10))
+    x = 2 * torch.randn(256, 30, generator=torch.Generator().manual_seed(0)) + 0.5
+    expected = 1 / math.sqrt(float(x.double().pow(2).mean())) / math.sqrt(30)
+    assert _rows(P.plan(model, x, scheme="propagate"))["0.weight"].std == \
+        pytest.approx(expected, rel=1e-6)
+    assert _rows(P.plan(model, scheme="critical"))["0.weight"].std == \
+        pytest.approx(1 / math.sqrt(30), rel=1e-12)
+
+
+@pytest.mark.parametrize("scheme", ["critical", "propagate", "lsuv"])
+@pytest.mark.parametrize("mode", ["fan_out", "fan_avg"])
+def test_forward_schemes_refuse_another_fan_mode(scheme, mode):
+    # their gain is defined for std = gain / sqrt(fan_in): over fan_out = 10, Linear(30, 10)
+    # would get sqrt(3) times the std they mean (0.316 for 0.183), so plan refuses it
+    model = nn.Sequential(nn.Linear(30, 10))
+    with pytest.raises(ValueError, match=rf"mode='{mode}' does not fit scheme='{scheme}'.*"
+                                         r"use mode='fan_in'"):
+        P.plan(model, torch.randn(4, 30), scheme=scheme, mode=mode)
+
+
 # --------------------------------------------------------------------------- apply
 
 

@@ -106,6 +106,8 @@ def test_untraceable_model_warns_with_input_shape(net_file):
     (["no_such_package_xyz.nets:build"], "cannot import module 'no_such_package_xyz.nets'"),
     (["{file}:build", "--scheme", "he_norml"], "did you mean 'he_normal'?"),
     (["{file}:build", "--mode", "fan_inn"], "did you mean 'fan_in'?"),
+    (["{file}:build", "--scheme", "critical", "--mode", "fan_out"],
+     "does not fit scheme='critical'"),
     (["{file}:build", "--override", "head"], "is not GLOB=SCHEME"),
     (["{file}:build", "--input-shape", "1,x"], "is not comma-separated integers"),
     (["{file}:build", "--save", "out.pt"], "add --apply"),

@@ -19,9 +19,12 @@ weights are variance-scaled per gate block, recurrent weights orthogonal per blo
 
 Other schemes: any name of ``initlab.init`` (a scheme whose gain is "auto" receives
 the activation's gain, one with a fixed gain keeps it), ``"torch_default"`` (each
-module's own ``reset_parameters``, seeded from the plan's generator), and
+module's own ``reset_parameters``, seeded from the plan's generator),
 ``"critical"`` (every layer on the critical line of its activation, Schoenholz et al.
-2017, via ``initlab.theory``).
+2017, via ``initlab.theory``), ``"propagate"`` (gains from the moments each layer really
+receives, ``initlab.adaptive``) and ``"lsuv"`` (orthogonal, then LSUV on data). The last
+three are forward criteria defined with fan_in (std = g / sqrt(fan_in)); ``plan`` refuses
+them any other ``mode``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ from initlab.graph import LayerGraph, is_weight_layer, layer_graph, matches
 
 PLAN_SCHEMES = ("auto", "torch_default", "critical", "propagate", "lsuv")
 DATA_SCHEMES = ("propagate", "lsuv")  # schemes that need example_input: a batch of real data
+# Schemes defined by a forward criterion, std = gain / sqrt(fan_in); no other fan mode fits them.
+_FAN_IN_ONLY = {
+    "critical": "puts every layer on the critical line of mean-field theory, whose weights are "
+                "N(0, sigma_w2 / fan_in) (Schoenholz et al. 2017)",
+    "propagate": "gives every weight layer's output unit second moment in the forward pass, "
+                 "std = gain / sqrt(fan_in)",
+    "lsuv": "rescales every layer on data until its output has unit variance, whatever the fans",
+}
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _LSTM_FORGET_BIAS = 1.0
 
@@ -402,7 +413,9 @@ def plan(
             receives, ``initlab.adaptive.propagated_gains``), ``"lsuv"`` (orthogonal, then
             LSUV on ``example_input`` at apply time), or any name or Initializer of
             ``initlab.init`` (e.g. ``"xavier_uniform"``).
-        mode: ``fan_in`` | ``fan_out`` | ``fan_avg`` for the variance-scaling schemes.
+        mode: ``fan_in`` | ``fan_out`` | ``fan_avg`` for ``"auto"`` (``fan_out``: backward
+            gain over fan_out, He et al. 2015). ``"critical"``, ``"propagate"`` and ``"lsuv"``
+            are forward criteria, defined with fan_in: any other mode is a ValueError.
         overrides: {layer-name glob or module type: scheme}, applied after the base scheme.
         zero_output: zero the weights of the layers that produce the model's output.
         zero_residual: zero the last module of each residual branch (the block starts as
@@ -417,6 +430,10 @@ def plan(
                                                   *schemes.ALIASES]) from None
     if mode not in schemes.MODES:
         raise unknown("fan mode", mode, schemes.MODES)
+    if isinstance(scheme, str) and scheme in _FAN_IN_ONLY and mode != "fan_in":
+        raise ValueError(f"mode={mode!r} does not fit scheme={scheme!r}, which "
+                         f"{_FAN_IN_ONLY[scheme]}: use mode='fan_in' (scheme='auto' with "
+                         "mode='fan_out' keeps the gradients' scale instead)")
     if scheme == "lsuv" and example_input is None:
         raise ValueError("scheme='lsuv' calibrates on data: pass example_input (a batch)")
     graph = layer_graph(model, example_input)

@@ -85,7 +85,9 @@ def plan(
     scheme: Annotated[str, typer.Option(
         help="auto (exact gain of the following activation), torch_default, critical, or any "
              "initlab.init scheme")] = "auto",
-    mode: Annotated[str, typer.Option(help="fan_in | fan_out | fan_avg")] = "fan_in",
+    mode: Annotated[str, typer.Option(
+        help="fan_in | fan_out | fan_avg for auto; critical, propagate and lsuv take fan_in "
+             "only")] = "fan_in",
     override: Annotated[list[str] | None, typer.Option(
         help="GLOB=SCHEME (layer or parameter name glob, or a torch.nn type such as Conv2d); "
              "repeatable")] = None,
