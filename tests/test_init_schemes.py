@@ -340,6 +340,32 @@ def test_config_round_trips_through_json(name, defaults):
     assert init.get(rebuilt) is rebuilt
 
 
+# The fan each definition divides by (Glorot & Bengio: fan_avg, LeCun: fan_in, He and
+# variance_scaling: their mode, fan_in by default); absent: not scaled by a fan.
+FAN_MODES = {"xavier_uniform": "fan_avg", "xavier_normal": "fan_avg", "lecun_uniform": "fan_in",
+             "lecun_normal": "fan_in", "he_uniform": "fan_in", "he_normal": "fan_in",
+             "variance_scaling": "fan_in"}
+
+
+@pytest.mark.parametrize("name", init.names())
+@pytest.mark.parametrize("defaults", [True, False])
+def test_fan_mode_is_the_fan_the_std_divides_by(name, defaults):
+    scheme = init.get(name) if defaults else init.get(name, **NON_DEFAULT[name])
+    mode = scheme.params.get("mode", FAN_MODES.get(name))
+    assert scheme.fan_mode == mode
+    # std * sqrt(n) is the same for every pair of fans, n counted by hand from the fan named;
+    # a scheme with no fan mode has the same std whatever the fans
+    count = {"fan_in": lambda f: f.fan_in, "fan_out": lambda f: f.fan_out,
+             "fan_avg": lambda f: (f.fan_in + f.fan_out) / 2, None: lambda f: 1}[mode]
+    fans = [Fans(8, 32), Fans(32, 8), Fans(20, 20), Fans(3, 50)]
+    stds = [scheme.std(f, 1.5, shape=(16, 16)) for f in fans]
+    if name == "identity":  # deterministic: no std at all
+        assert stds == [None] * 4
+        return
+    scaled = [std * math.sqrt(count(f)) for std, f in zip(stds, fans, strict=True)]
+    assert scaled == pytest.approx([scaled[0]] * 4, rel=1e-12)
+
+
 def test_repr_is_readable():
     assert (
         repr(init.get("kaiming_normal", mode="fan_out"))

@@ -111,6 +111,14 @@ class Initializer(ABC):
         is taken as a ``(fan_out, fan_in)`` matrix. None where undefined.
         """
 
+    @property
+    def fan_mode(self) -> str | None:
+        """The fan the standard deviation divides by: ``fan_in``, ``fan_out`` or ``fan_avg``
+        for the variance-scaling family, None for a scheme not scaled by a fan (constants,
+        fixed scales, orthogonal, identity). A gain meant for this scheme must be for this
+        fan (forward over fan_in, backward over fan_out; see ``initlab.plan``)."""
+        return None
+
     def get_config(self) -> dict[str, object]:
         """JSON-serializable config; ``initlab.init.get(config)`` rebuilds an equal scheme."""
         return {"name": self.name, **self._params}
@@ -281,6 +289,10 @@ class _Scaled(Initializer):
     @abstractmethod
     def _core(self) -> tuple[float, str, str]:
         """(scale, mode, distribution) handed to the core before the gain."""
+
+    @property
+    def fan_mode(self) -> str:
+        return self._core()[1]
 
     def _fill(self, tensor, fans, gain, generator, groups) -> None:
         scale, mode, distribution = self._core()
