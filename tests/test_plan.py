@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import integrate, stats
 from torch import nn
 
 import initlab.plan  # noqa: F401  (the module; `initlab.plan` the attribute is the function)
-from initlab import gain, models
+from initlab import gain, init, models
 
 P = sys.modules["initlab.plan"]
 ARTICLE_ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu"]
@@ -283,6 +285,126 @@ def test_forward_schemes_refuse_another_fan_mode(scheme, mode):
     with pytest.raises(ValueError, match=rf"mode='{mode}' does not fit scheme='{scheme}'.*"
                                          r"use mode='fan_in'"):
         P.plan(model, torch.randn(4, 30), scheme=scheme, mode=mode)
+
+
+# --------------------------------------------------------------------------- mode and gain agree
+
+
+def _tanh_gains() -> tuple[float, float]:
+    """tanh's forward and backward gains, 1/sqrt(E[tanh(z)^2]) and 1/sqrt(E[tanh'(z)^2]) for
+    z ~ N(0, 1), by scipy quadrature (independent of initlab.gains; accurate to ~1e-10)."""
+    def moment(f):
+        return integrate.quad(lambda z: f(z) * stats.norm.pdf(z), -math.inf, math.inf)[0]
+
+    forward = moment(lambda z: math.tanh(z) ** 2)
+    backward = moment(lambda z: (1 - math.tanh(z) ** 2) ** 2)
+    return 1 / math.sqrt(forward), 1 / math.sqrt(backward)
+
+
+def _tanh_layer(n_in: int = 30, n_out: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Linear(n_in, n_out), nn.Tanh())
+
+
+def _std(model, **options) -> float:
+    return _rows(P.plan(model, **options))["0.weight"].std
+
+
+def test_a_named_scheme_takes_the_plans_mode_with_the_gain_for_that_fan():
+    # Linear(30, 10) then tanh over fan_out: the backward gain over fan_out = 10 (0.464), not
+    # over the scheme's default fan_in = 30 (0.268), nor He's sqrt(2) over fan_in (0.258)
+    forward, backward = _tanh_gains()
+    model = _tanh_layer()
+    for scheme, expected in [("variance_scaling", backward / math.sqrt(10)),
+                             ({"name": "he_normal", "gain": "auto"}, backward / math.sqrt(10)),
+                             ("kaiming_normal", math.sqrt(2 / 10)),  # He's fixed gain sqrt(2)
+                             ("he_uniform", math.sqrt(2 / 10))]:
+        row = _rows(P.plan(model, scheme=scheme, mode="fan_out"))["0.weight"]
+        assert "mode=fan_out" in row.scheme, scheme
+        assert row.std == pytest.approx(expected, rel=1e-8), scheme
+    # without a mode a scheme keeps its own fan, fan_in here, and the forward gain
+    assert _std(model, scheme="variance_scaling") == pytest.approx(forward / math.sqrt(30),
+                                                                   rel=1e-8)
+    assert "mode=fan_out" in str(P.plan(model, mode="fan_out"))  # the title says the mode
+
+
+def test_fan_out_weights_are_drawn_with_the_backward_gain_over_fan_out():
+    model = _tanh_layer(3000, 1000)
+    _, backward = _tanh_gains()
+    P.plan(model, scheme="variance_scaling", mode="fan_out").apply(0)
+    # 3e6 truncated-normal draws: the sample RMS is within 6 sd (0.25%) of the std
+    assert _rms(model[0].weight) == pytest.approx(backward / math.sqrt(1000),
+                                                  rel=_relative_tolerance(3_000_000))
+
+
+def test_fan_avg_gain_is_glorots_compromise_of_the_forward_and_backward_variances():
+    # the variance over fan_avg is the harmonic mean of forward g_f^2 / fan_in and backward
+    # g_b^2 / fan_out, as Glorot's 2 / (fan_in + fan_out) is that of 1 / fan_in and 1 / fan_out
+    forward, backward = _tanh_gains()
+    expected = math.sqrt(2 / (30 / forward**2 + 10 / backward**2))
+    model = _tanh_layer()
+    assert _std(model, mode="fan_avg") == pytest.approx(expected, rel=1e-8)
+    assert _std(model, scheme=init.get("xavier_normal", gain="auto")) == \
+        pytest.approx(expected, rel=1e-8)  # xavier's own fan is fan_avg
+    # ReLU's gains are equal (sqrt(2)): Glorot's variance times 2
+    relu = nn.Sequential(nn.Linear(30, 10), nn.ReLU())
+    assert _std(relu, mode="fan_avg") == pytest.approx(math.sqrt(2 * 2 / 40), rel=1e-12)
+
+
+@pytest.mark.parametrize(("scheme", "mode", "why"), [
+    ("xavier_normal", "fan_out", "which divides by fan_avg: use mode='fan_avg' or leave mode out"),
+    ("glorot_uniform", "fan_in", "which divides by fan_avg: use mode='fan_avg'"),
+    ("lecun_uniform", "fan_avg", "which divides by fan_in: use mode='fan_in'"),
+    ("orthogonal", "fan_in", "which is not scaled by a fan: leave mode out"),
+    ("zeros", "fan_out", "which is not scaled by a fan: leave mode out"),
+    ("he_normal(gain=1.414, mode=fan_in)", "fan_out", "which divides by fan_in"),
+    ("torch_default", "fan_in", "which runs each module's own reset_parameters"),
+])
+def test_a_mode_the_scheme_cannot_follow_is_refused(scheme, mode, why):
+    # each would draw what it draws without the mode: the mode silently ignored
+    spec = init.get("he_normal") if scheme.startswith("he_normal(") else scheme
+    with pytest.raises(ValueError, match=re.escape(f"mode={mode!r} does not fit "
+                                                   f"scheme={scheme!r}, {why}")) as error:
+        P.plan(_tanh_layer(), scheme=spec, mode=mode)
+    assert "auto, he_normal, he_uniform, variance_scaling" in str(error.value)  # the choices
+
+
+def test_a_mode_a_fixed_fan_scheme_already_has_is_accepted():
+    model = _tanh_layer()
+    for scheme, mode in [("xavier_normal", "fan_avg"), ("lecun_normal", "fan_in"),
+                         (init.get("he_normal", mode="fan_out"), "fan_out")]:
+        assert _std(model, scheme=scheme, mode=mode) == _std(model, scheme=scheme)
+
+
+def test_an_override_gets_the_gain_for_its_own_fan():
+    forward, backward = _tanh_gains()
+    model = _tanh_layer()
+    # by name it takes the plan's mode: backward gain over fan_out (before: over fan_in, 0.268)
+    row = _rows(P.plan(model, mode="fan_out", overrides={"0": "variance_scaling"}))["0.weight"]
+    assert "mode=fan_out" in row.scheme
+    assert row.std == pytest.approx(backward / math.sqrt(10), rel=1e-8)
+    # an Initializer keeps its own fan, and gets the gain for that fan whatever the plan's
+    fan_in = init.get("variance_scaling")
+    assert _std(model, mode="fan_out", overrides={"0": fan_in}) == \
+        pytest.approx(forward / math.sqrt(30), rel=1e-8)
+    fan_out = init.get("he_normal", gain="auto", mode="fan_out")
+    assert _std(model, overrides={"0": fan_out}) == pytest.approx(backward / math.sqrt(10),
+                                                                  rel=1e-8)
+    # a scheme that fixes its fan keeps it in a fan_out plan: Xavier, gain 1, over fan_avg
+    assert _std(model, mode="fan_out", overrides={"0": "xavier_normal"}) == \
+        pytest.approx(math.sqrt(2 / 40), rel=1e-12)
+
+
+def test_an_override_over_another_fan_cannot_take_a_forward_only_gain():
+    model = _tanh_layer()
+    x = torch.randn(16, 30, generator=torch.Generator().manual_seed(0))
+    fan_out = init.get("variance_scaling", mode="fan_out")
+    with pytest.raises(ValueError, match=r"override '0' -> variance_scaling\(.*mode=fan_out.*\) "
+                                         r"on 0\.weight: scheme='propagate' gives this layer a "
+                                         r"gain for std = gain / sqrt\(fan_in\) only"):
+        P.plan(model, x, scheme="propagate", overrides={"0": fan_out})
+    # over fan_in the override keeps critical's gain (tanh, sigma_b2 = 0: sigma_w2 = 1)
+    assert _std(model, scheme="critical", overrides={"0": "variance_scaling"}) == \
+        pytest.approx(1 / math.sqrt(30), rel=1e-9)
 
 
 # --------------------------------------------------------------------------- apply

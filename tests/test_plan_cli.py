@@ -10,6 +10,9 @@ import torch
 
 import initlab.cli.plan  # noqa: F401  (registers the command)
 from _cli import NEEDS_ARGS, assert_one_error_line, invoke
+from initlab import init
+from initlab.data import load
+from initlab.plan import PLAN_SCHEMES
 from initlab.plan import plan as make_plan
 
 NET = """
@@ -32,6 +35,14 @@ class Untraceable(nn.Module):
         return self.head(h) if h.sum() >= 0 else self.head(-h)
 
 
+def small():
+    return nn.Sequential(nn.Linear(30, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def digits_net():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
 def broken():
     raise RuntimeError("no weights today")
 
@@ -45,10 +56,15 @@ def run(*args: object):
     return invoke("plan", *args)
 
 
-def _build():
+def _build(factory: str = "build"):
     namespace: dict = {}
     exec(NET, namespace)  # the same factory, built in-process
-    return namespace["build"]()
+    return namespace[factory]()
+
+
+def _table_rows(stdout: str) -> dict[str, str]:
+    return {line.split()[1]: line for line in stdout.splitlines()
+            if line.startswith("│ ") and "." in line.split()[1]}
 
 
 def test_prints_the_plan_from_a_file_spec(net_file):
@@ -70,8 +86,7 @@ def test_mode_and_repeated_overrides(net_file):
     result = run(f"{net_file}:build", "--mode", "fan_out", "--override", "5=zeros",
                  "--override", "Conv2d=orthogonal")
     assert result.exit_code == 0, result.output
-    lines = {line.split()[1]: line for line in result.stdout.splitlines()
-             if line.startswith("│ ") and "." in line.split()[1]}
+    lines = _table_rows(result.stdout)
     assert "zeros" in lines["5.weight"]
     assert "orthogonal" in lines["0.weight"]
     assert "auto" in lines["3.weight"]
@@ -96,6 +111,44 @@ def test_untraceable_model_warns_with_input_shape(net_file):
     assert "warning:" in result.stderr and "guessed from hooks: body, head" in result.stderr
 
 
+def test_propagate_calibrates_on_a_seeded_normal_batch_of_input_shape(net_file):
+    # the batch is 64 examples of 8x30 from N(0, 1), torch.Generator().manual_seed(seed):
+    # the first layer's gain is 1 / sqrt(E[x^2]) of exactly that batch (a zero batch has no
+    # second moment, and propagate refused it)
+    result = run(f"{net_file}:small", "--scheme", "propagate", "--input-shape", "8,30",
+                 "--seed", "3")
+    assert result.exit_code == 0, result.output
+    x = torch.randn((64, 8, 30), generator=torch.Generator().manual_seed(3))
+    expected = 1 / math.sqrt(float(x.double().pow(2).mean())) / math.sqrt(30)
+    lines = _table_rows(result.stdout)
+    assert "propagate" in lines["0.weight"] and f"{expected:.4g}" in lines["0.weight"]
+    assert "scheme=propagate" in result.stdout
+
+
+def test_lsuv_with_data_calibrates_on_the_data_sets_first_examples(net_file, tmp_path):
+    out = tmp_path / "lsuv.pt"
+    result = run(f"{net_file}:digits_net", "--scheme", "lsuv", "--data", "digits",
+                 "--batch-size", "64", "--apply", "--save", str(out))
+    assert result.exit_code == 0, result.output
+    model = _build("digits_net")
+    model.load_state_dict(torch.load(out, weights_only=True))
+    x = load("digits", seed=0, limit=64).x_train[:64]
+    with torch.no_grad():
+        hidden = model[1](model[0](x))
+        output = model[3](model[2](hidden))
+    # LSUV stops when |std - 1| <= tol = 0.05 (its default) on the batch it was given; these
+    # are that batch's layer outputs, recomputed in plain torch
+    for values in (hidden, output):
+        assert abs(float(values.double().std(correction=0)) - 1) <= 0.05 + 1e-9
+
+
+def test_help_lists_every_scheme():
+    result = run("--help")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())  # click wraps the help at spaces
+    assert ", ".join(PLAN_SCHEMES) in text and ", ".join(init.names()) in text
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["{dir}/missing.py:build"], "no such file"),
     (["{file}"], "FILE.py:factory"),
@@ -108,6 +161,17 @@ def test_untraceable_model_warns_with_input_shape(net_file):
     (["{file}:build", "--mode", "fan_inn"], "did you mean 'fan_in'?"),
     (["{file}:build", "--scheme", "critical", "--mode", "fan_out"],
      "does not fit scheme='critical'"),
+    (["{file}:build", "--scheme", "xavier_uniform", "--mode", "fan_out"],
+     "does not fit scheme='xavier_uniform', which divides by fan_avg: use mode='fan_avg'"),
+    (["{file}:small", "--scheme", "lsuv"], "--scheme lsuv calibrates on a batch: give "
+                                           "--input-shape"),
+    (["{file}:small", "--input-shape", "5"], "the model failed on the example batch of shape "
+                                             "(64, 5) (--input-shape, --data): mat1 and mat2"),
+    (["{file}:small", "--data", "digits", "--input-shape", "30"],
+     "--input-shape 30 wants 30 values per example; digits examples are 1x8x8 (64 values)"),
+    (["{file}:small", "--data", "digitz"], "did you mean 'digits'?"),
+    (["{file}:small", "--input-shape", "30", "--batch-size", "0"],
+     "--batch-size must be a positive integer, got 0"),
     (["{file}:build", "--override", "head"], "is not GLOB=SCHEME"),
     (["{file}:build", "--input-shape", "1,x"], "is not comma-separated integers"),
     (["{file}:build", "--save", "out.pt"], "add --apply"),

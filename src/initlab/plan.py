@@ -13,13 +13,24 @@ where phi is the activation that follows the layer (``initlab.graph``) and g its
 exact gain (``initlab.gains``): ReLU gives He init, SELU LeCun normal, a layer with
 no activation after it (the output) gain 1. With ``mode="fan_out"`` the backward
 gain 1/sqrt(E[phi'(z)^2]) is used, which keeps gradients' scale instead.
+
 Biases are 0; norm layers get weight 1, bias 0; embeddings N(0, 1); LSTM/GRU input
 weights are variance-scaled per gate block, recurrent weights orthogonal per block
 (Saxe et al. 2014), and the LSTM forget-gate bias is 1 (Jozefowicz et al. 2015).
 
+The gain always goes with the fan the weights are divided by: forward gain over fan_in,
+backward gain over fan_out, and over fan_avg Glorot & Bengio (2010)'s compromise, the
+harmonic mean of the two variances (``_ActivationGain``). ``mode`` (default None: each
+scheme's own fan) reaches every scheme that takes a mode and is given none
+(``"variance_scaling"``, ``"he_*"``: ``"he_normal"`` with ``mode="fan_out"`` is
+``kaiming_normal_(mode="fan_out")``); a scheme that fixes its fan (``xavier_*``: fan_avg,
+``lecun_*``: fan_in, an Initializer) or is not scaled by one (``orthogonal``, ``zeros``, ...)
+refuses a ``mode`` that would not apply, instead of ignoring it.
+
 Other schemes: any name of ``initlab.init`` (a scheme whose gain is "auto" receives
-the activation's gain, one with a fixed gain keeps it), ``"torch_default"`` (each
-module's own ``reset_parameters``, seeded from the plan's generator),
+the activation's gain for the scheme's fan, one with a fixed gain keeps it),
+``"torch_default"`` (each module's own ``reset_parameters``, seeded from the plan's
+generator; it takes no ``mode``),
 ``"critical"`` (every layer on the critical line of its activation, Schoenholz et al.
 2017, via ``initlab.theory``), ``"propagate"`` (gains from the moments each layer really
 receives, ``initlab.adaptive``) and ``"lsuv"`` (orthogonal, then LSUV on data). The last
@@ -47,6 +58,8 @@ from initlab.graph import LayerGraph, is_weight_layer, layer_graph, matches
 
 PLAN_SCHEMES = ("auto", "torch_default", "critical", "propagate", "lsuv")
 DATA_SCHEMES = ("propagate", "lsuv")  # schemes that need example_input: a batch of real data
+# Schemes that take the plan's mode: "auto" and the initlab.init names with a mode parameter.
+MODE_SCHEMES = ("auto", *(n for n in schemes.names() if "mode" in schemes.get(n).params))
 # Schemes defined by a forward criterion, std = gain / sqrt(fan_in); no other fan mode fits them.
 _FAN_IN_ONLY = {
     "critical": "puts every layer on the critical line of mean-field theory, whose weights are "
@@ -55,6 +68,8 @@ _FAN_IN_ONLY = {
                  "std = gain / sqrt(fan_in)",
     "lsuv": "rescales every layer on data until its output has unit variance, whatever the fans",
 }
+# Schemes that apply no fan of their own choosing: mode would change nothing, so it is refused.
+_NO_MODE = {"torch_default": "runs each module's own reset_parameters, whatever the fans"}
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _LSTM_FORGET_BIAS = 1.0
 
@@ -79,6 +94,7 @@ class PlanRow:
     rows: slice = field(default_factory=lambda: slice(None))
     groups: int = 1
     initializer: object = None  # an initlab.init Initializer, or a _ModuleReset
+    gain_rule: object = None  # _ActivationGain | _ForwardGain: the gain for a scheme's fan mode
 
     def describe(self) -> dict:
         """The row as plain data (what the table shows)."""
@@ -110,6 +126,7 @@ class InitPlan:
     graph: LayerGraph
     scheme: str = "auto"
     example_input: object = None  # the batch LSUV calibrates on (scheme="lsuv")
+    mode: str | None = None  # the plan's mode, as given: overrides by name that take one get it
     lsuv_result: object = None  # what LSUV did, after apply
 
     def apply(self, generator: torch.Generator | int = 0) -> nn.Module:
@@ -140,7 +157,8 @@ class InitPlan:
     def override(self, overrides: Mapping[str | type, Override]) -> InitPlan:
         """A new plan with the given layers (name globs or module types) re-schemed."""
         modules = dict(self.model.named_modules())
-        rows = [_override_row(row, modules[row.module], overrides) for row in self.rows]
+        rows = [_override_row(row, modules[row.module], overrides, self.mode)
+                for row in self.rows]
         return replace(self, rows=rows)
 
     def diff(self, other: InitPlan) -> list[tuple[str, dict, dict]]:
@@ -153,7 +171,9 @@ class InitPlan:
         return [row.describe() for row in self.rows]
 
     def __rich__(self) -> Table:
-        table = Table(title=f"InitPlan for {type(self.model).__name__} (scheme={self.scheme})")
+        mode = f", mode={self.mode}" if self.mode is not None else ""
+        table = Table(title=f"InitPlan for {type(self.model).__name__} "
+                            f"(scheme={self.scheme}{mode})")
         for column in ("parameter", "module", "shape", "fan_in", "fan_out", "scheme",
                        "activation", "gain", "std"):
             table.add_column(column, justify="right" if column in ("gain", "std") else "left")
@@ -207,12 +227,12 @@ def _scheme_label(init: schemes.Initializer) -> str:
     return f"{name}({args})" if args else name
 
 
-def _row(module_name, module, param, block, init, gain, activation, note=None) -> PlanRow:
+def _row(module_name, module, param, block, init, gain_rule, activation, note=None) -> PlanRow:
     tensor = getattr(module, param)
     part = block.of(tensor) if block is not None else tensor
     fans = block.fans if block is not None else None
     groups = block.groups if block is not None else 1
-    gain = gain if _uses_gain(init) else _fixed_gain(init)
+    gain = _gain_for(init, gain_rule, fans)
     std = init.std(fans, gain, shape=part.shape, groups=groups) if fans is not None else None
     suffix = f"[{block.gate or block.role}]" if block is not None and block.rows != slice(None) \
         else ""
@@ -223,7 +243,7 @@ def _row(module_name, module, param, block, init, gain, activation, note=None) -
         scheme=note or _scheme_label(init), activation=activation.name if activation else None,
         gain=gain, std=std, module=module_name, param=param,
         rows=block.rows if block is not None else slice(None), initializer=init,
-        groups=groups,
+        groups=groups, gain_rule=gain_rule,
     )
 
 
@@ -236,10 +256,62 @@ def _fixed_gain(init: schemes.Initializer) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _activation_gain(activation: Activation | None, mode: str) -> float:
-    if activation is None:
-        return 1.0
-    return activation_gain(activation, "backward" if mode == "fan_out" else "forward")
+def _gain_for(init: schemes.Initializer, rule, fans: schemes.Fans | None) -> float | None:
+    """The gain ``init`` draws with: its own number, or the rule's gain for its fan mode."""
+    if not _uses_gain(init):
+        return _fixed_gain(init)
+    return rule.over(init.fan_mode, fans) if rule is not None else None
+
+
+@dataclass(frozen=True)
+class _ActivationGain:
+    r"""The exact gain of the following activation (1 with none) for the fan a scheme uses.
+
+    Over ``fan_in`` (and for a scheme not scaled by a fan) the forward gain
+    :math:`g_f = 1/\sqrt{E[\phi(z)^2]}`, which keeps the activations' scale; over
+    ``fan_out`` the backward gain :math:`g_b = 1/\sqrt{E[\phi'(z)^2]}`, which keeps the
+    gradients' (He et al. 2015). Over ``fan_avg`` the variance is the harmonic mean of the
+    two, Glorot & Bengio (2010)'s compromise (their :math:`2/(n_{in} + n_{out})` is the
+    harmonic mean of :math:`1/n_{in}` and :math:`1/n_{out}`):
+
+    .. math:: \frac{g^2}{(n_{in} + n_{out})/2}
+              = \frac{2}{n_{in}/g_f^2 + n_{out}/g_b^2},
+
+    the same as :math:`g_f` over fan_avg when :math:`g_f = g_b` (identity, ReLU).
+    """
+
+    activation: Activation | None
+
+    def over(self, mode: str | None, fans: schemes.Fans | None) -> float:
+        if self.activation is None:
+            return 1.0
+        if mode == "fan_out":
+            return activation_gain(self.activation, "backward")
+        forward = activation_gain(self.activation, "forward")
+        if mode != "fan_avg" or fans is None or fans.fan_in + fans.fan_out <= 0:
+            return forward
+        backward = activation_gain(self.activation, "backward")
+        return math.sqrt((fans.fan_in + fans.fan_out) /
+                         (fans.fan_in / forward**2 + fans.fan_out / backward**2))
+
+
+_UNIT_GAIN = _ActivationGain(None)  # a linear map: gain 1 over any fan
+
+
+@dataclass(frozen=True)
+class _ForwardGain:
+    """A gain defined for std = gain / sqrt(fan_in) only: critical's sqrt(sigma_w2),
+    propagate's gain from the measured input moments. No backward version exists."""
+
+    value: float
+    scheme: str
+
+    def over(self, mode: str | None, fans: schemes.Fans | None) -> float:
+        if mode in (None, "fan_in"):
+            return self.value
+        raise ValueError(f"scheme={self.scheme!r} gives this layer a gain for std = gain / "
+                         f"sqrt(fan_in) only, and this scheme divides by {mode}: give it "
+                         "mode='fan_in' or a numeric gain")
 
 
 def _critical_gain(activation: Activation | None, sigma_b2: float) -> float:
@@ -248,24 +320,59 @@ def _critical_gain(activation: Activation | None, sigma_b2: float) -> float:
     return math.sqrt(critical_sigma_w2(activation or "identity", sigma_b2))
 
 
-def _base_initializer(scheme, mode: str) -> schemes.Initializer:
+def _initializer(scheme, mode: str | None) -> schemes.Initializer:
+    """``scheme`` as an Initializer. One that takes a mode and is given none of its own (a
+    name, a config dict without "mode") is built with ``mode``: ``"he_normal"`` with
+    ``"fan_out"`` is ``he_normal(mode="fan_out")``, torch's ``kaiming_normal_(mode=...)``."""
+    init = schemes.get(scheme)
+    unset = isinstance(scheme, str) or (isinstance(scheme, Mapping) and "mode" not in scheme)
+    if unset and mode is not None and "mode" in init.params:
+        return schemes.get(scheme, mode=mode)
+    return init
+
+
+def _check_mode(scheme, mode: str | None) -> None:
+    """Refuse a ``mode`` the plan's own schemes cannot follow (see ``plan``)."""
+    if mode is None or not isinstance(scheme, str):
+        return
+    if scheme in _FAN_IN_ONLY and mode != "fan_in":
+        raise ValueError(f"mode={mode!r} does not fit scheme={scheme!r}, which "
+                         f"{_FAN_IN_ONLY[scheme]}: use mode='fan_in' (scheme='auto' with "
+                         "mode='fan_out' keeps the gradients' scale instead)")
+    if scheme in _NO_MODE:
+        raise ValueError(f"mode={mode!r} does not fit scheme={scheme!r}, which "
+                         f"{_NO_MODE[scheme]}: leave mode out, or use one of "
+                         f"{', '.join(MODE_SCHEMES)}")
+
+
+def _base_initializer(scheme, mode: str | None) -> schemes.Initializer:
+    """The weight layers' initializer; an initlab.init scheme must use ``mode`` when given."""
     if scheme == "lsuv":  # orthonormal first, then LSUV rescales on data (in apply)
         return schemes.get("orthogonal", gain=1.0)
     if scheme in PLAN_SCHEMES:
-        return schemes.get("variance_scaling", scale=1.0, mode=mode, distribution="normal",
-                           gain="auto")
-    return schemes.get(scheme)
+        return schemes.get("variance_scaling", scale=1.0, mode=mode or "fan_in",
+                           distribution="normal", gain="auto")
+    init = _initializer(scheme, mode)
+    if mode is None or init.fan_mode == mode:
+        return init
+    why = f"which divides by {init.fan_mode}" if init.fan_mode else \
+        "which is not scaled by a fan"
+    fix = f"use mode={init.fan_mode!r} or leave mode out" if init.fan_mode else \
+        "leave mode out"
+    label = scheme if isinstance(scheme, str) else _scheme_label(init)
+    raise ValueError(f"mode={mode!r} does not fit scheme={label!r}, {why}: {fix}; the schemes "
+                     f"that take a mode are {', '.join(MODE_SCHEMES)}")
 
 
 class _Planner:
     """Builds the rows of one plan; one method per kind of module."""
 
-    def __init__(self, model, graph, scheme, mode, zero_output, zero_residual, sigma_b2,
+    def __init__(self, model, graph, scheme, weight_init, zero_output, zero_residual, sigma_b2,
                  layer_gains=None):
-        self.model, self.graph, self.scheme, self.mode = model, graph, scheme, mode
+        self.model, self.graph, self.scheme = model, graph, scheme
         self.zero_output, self.zero_residual, self.sigma_b2 = zero_output, zero_residual, sigma_b2
         self.layer_gains = layer_gains or {}  # scheme="propagate": gains from data's moments
-        self.weight_init = _base_initializer(scheme, mode)
+        self.weight_init = weight_init
         self.zeros = schemes.get("zeros")
         self.ones = schemes.get("constant", value=1.0)
         self.bias_init = self.zeros if scheme != "critical" or sigma_b2 == 0 else \
@@ -294,16 +401,22 @@ class _Planner:
                        activation=None, gain=None, std=None, module=name,
                        initializer=_ModuleReset(module) if has_reset else None)
 
+    def _gain_rule(self, name: str, activation: Activation | None):
+        if self.scheme == "critical":
+            return _ForwardGain(_critical_gain(activation, self.sigma_b2), "critical")
+        if self.layer_gains.get(name):
+            return _ForwardGain(self.layer_gains[name], "propagate")
+        return _ActivationGain(activation)
+
     def _weight_layer(self, name: str, module: nn.Module) -> list[PlanRow]:
         activation = self.graph.following.get(name)
-        gain = _critical_gain(activation, self.sigma_b2) if self.scheme == "critical" else \
-            self.layer_gains.get(name) or _activation_gain(activation, self.mode)
+        rule = self._gain_rule(name, activation)
         init = self.weight_init
         if (self.zero_output and name in self.graph.output_layers) or \
                 (self.zero_residual and name in self.graph.residual_ends):
             init = self.zeros
         label = self.scheme if init is self.weight_init and self.scheme in PLAN_SCHEMES else None
-        rows = [_row(name, module, "weight", block, init, gain, activation, label)
+        rows = [_row(name, module, "weight", block, init, rule, activation, label)
                 for block in schemes.param_blocks(module, "weight")]
         if getattr(module, "bias", None) is not None:
             rows.append(_row(name, module, "bias", None, self.bias_init, None, None))
@@ -315,9 +428,10 @@ class _Planner:
         for param, _ in module.named_parameters(recurse=False):
             for block in schemes.param_blocks(module, param):
                 if param.startswith("weight_hh"):
-                    rows.append(_row(name, module, param, block, orthogonal, 1.0, None))
+                    rows.append(_row(name, module, param, block, orthogonal, _UNIT_GAIN, None))
                 elif param.startswith("weight"):
-                    rows.append(_row(name, module, param, block, self.weight_init, 1.0, None))
+                    rows.append(_row(name, module, param, block, self.weight_init, _UNIT_GAIN,
+                                     None))
                 elif isinstance(module, nn.LSTM) and param.startswith("bias_ih") and \
                         block.gate == "f":
                     forget = schemes.get("constant", value=_LSTM_FORGET_BIAS)
@@ -338,7 +452,7 @@ class _Planner:
                 rows.append(_row(name, module, param, None, schemes.get("normal", std=1.0),
                                  None, None))
             elif param.endswith("proj_weight"):  # attention's q/k/v projections: linear maps
-                rows += [_row(name, module, param, block, self.weight_init, 1.0, None)
+                rows += [_row(name, module, param, block, self.weight_init, _UNIT_GAIN, None)
                          for block in schemes.param_blocks(module, param)]
             elif param.endswith("proj_bias"):
                 rows.append(_row(name, module, param, None, self.zeros, None, None))
@@ -377,14 +491,21 @@ def _check_fits(init: schemes.Initializer, row: PlanRow, key) -> None:
                          f"shape {row.shape}: {error}") from None
 
 
-def _override_row(row: PlanRow, module: nn.Module, overrides) -> PlanRow:
-    """The row re-schemed by the first override key that selects it, else unchanged."""
+def _override_row(row: PlanRow, module: nn.Module, overrides, mode: str | None) -> PlanRow:
+    """The row re-schemed by the first override key that selects it, else unchanged.
+
+    A scheme named by a string that takes a mode gets the plan's ``mode``; any other keeps its
+    own fan. Its "auto" gain is the row's gain for that fan (``_ActivationGain``)."""
     for key, scheme in overrides.items():
         if row.param and _selects(key, row, module):
-            init = schemes.get(scheme)
+            init = _initializer(scheme, mode)
             _check_fits(init, row, key)
             fans = schemes.Fans(row.fan_in, row.fan_out) if row.fan_in is not None else None
-            gain = row.gain if _uses_gain(init) else _fixed_gain(init)
+            try:
+                gain = _gain_for(init, row.gain_rule, fans)
+            except ValueError as error:
+                raise ValueError(f"override {key!r} -> {_scheme_label(init)} on {row.name}: "
+                                 f"{error}") from None
             std = init.std(fans, gain, shape=row.shape, groups=row.groups) if fans else None
             return replace(row, initializer=init, scheme=_scheme_label(init), gain=gain, std=std)
     return row
@@ -395,7 +516,7 @@ def plan(
     example_input=None,
     *,
     scheme: str | schemes.Initializer = "auto",
-    mode: str = "fan_in",
+    mode: str | None = None,
     overrides: Mapping[str | type, Override] | None = None,
     zero_output: bool = False,
     zero_residual: bool = False,
@@ -413,10 +534,22 @@ def plan(
             receives, ``initlab.adaptive.propagated_gains``), ``"lsuv"`` (orthogonal, then
             LSUV on ``example_input`` at apply time), or any name or Initializer of
             ``initlab.init`` (e.g. ``"xavier_uniform"``).
-        mode: ``fan_in`` | ``fan_out`` | ``fan_avg`` for ``"auto"`` (``fan_out``: backward
-            gain over fan_out, He et al. 2015). ``"critical"``, ``"propagate"`` and ``"lsuv"``
-            are forward criteria, defined with fan_in: any other mode is a ValueError.
+        mode: the fan the weights are divided by, ``fan_in`` | ``fan_out`` | ``fan_avg``;
+            None (the default) leaves each scheme its own (``fan_in`` for ``"auto"``). The
+            gain goes with the fan: forward over fan_in, backward over fan_out (He et al.
+            2015), over fan_avg the harmonic mean of the two variances (Glorot & Bengio
+            2010). ``mode`` reaches ``"auto"`` and every scheme that takes a mode and is
+            given none of its own: the names ``"variance_scaling"``, ``"he_normal"``,
+            ``"he_uniform"`` (and aliases), or their config dict without "mode". Where it
+            cannot apply it is a ValueError, never ignored: ``"critical"``, ``"propagate"``
+            and ``"lsuv"`` (forward criteria: fan_in only), ``"torch_default"``, a scheme
+            that fixes its fan unless ``mode`` is that fan (``"xavier_*"``: fan_avg,
+            ``"lecun_*"``: fan_in, an Initializer: its own), and a scheme not scaled by a
+            fan (``"orthogonal"``, ``"zeros"``, ...).
         overrides: {layer-name glob or module type: scheme}, applied after the base scheme.
+            An override that takes a mode and is given none gets ``mode`` too; any other
+            keeps its own fan. Its ``"auto"`` gain is the layer's gain for its fan; under
+            ``"critical"`` or ``"propagate"`` that gain exists over fan_in only.
         zero_output: zero the weights of the layers that produce the model's output.
         zero_residual: zero the last module of each residual branch (the block starts as
             the identity; Goyal et al. 2017).
@@ -428,12 +561,10 @@ def plan(
         except ValueError:
             raise unknown("init scheme", scheme, [*PLAN_SCHEMES, *schemes.names(),
                                                   *schemes.ALIASES]) from None
-    if mode not in schemes.MODES:
+    if mode is not None and mode not in schemes.MODES:
         raise unknown("fan mode", mode, schemes.MODES)
-    if isinstance(scheme, str) and scheme in _FAN_IN_ONLY and mode != "fan_in":
-        raise ValueError(f"mode={mode!r} does not fit scheme={scheme!r}, which "
-                         f"{_FAN_IN_ONLY[scheme]}: use mode='fan_in' (scheme='auto' with "
-                         "mode='fan_out' keeps the gradients' scale instead)")
+    _check_mode(scheme, mode)
+    weight_init = _base_initializer(scheme, mode)
     if scheme == "lsuv" and example_input is None:
         raise ValueError("scheme='lsuv' calibrates on data: pass example_input (a batch)")
     graph = layer_graph(model, example_input)
@@ -442,9 +573,9 @@ def plan(
         from initlab.adaptive import propagated_gains
 
         layer_gains = propagated_gains(model, example_input)
-    rows = _Planner(model, graph, scheme, mode, zero_output, zero_residual, sigma_b2,
+    rows = _Planner(model, graph, scheme, weight_init, zero_output, zero_residual, sigma_b2,
                     layer_gains).rows()
-    result = InitPlan(model, rows, graph, scheme, example_input)
+    result = InitPlan(model, rows, graph, scheme, example_input, mode=mode)
     return result.override(overrides) if overrides else result
 
 

@@ -1,4 +1,5 @@
-"""Load a model named on the command line: ``FILE.py:factory`` or ``package.module:factory``.
+"""Load what a command line names: a model (``FILE.py:factory`` or ``package.module:factory``)
+and a batch to run it on (``load_batch``).
 
 ``factory`` is a function or class called with no arguments that returns an
 ``nn.Module``, or an ``nn.Module`` instance itself. A file is imported as a fresh
@@ -12,12 +13,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
 import uuid
 from pathlib import Path
 from types import ModuleType
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from initlab._names import unknown
 
@@ -105,3 +108,34 @@ def load_model(spec: str) -> nn.Module:
     if not isinstance(found, nn.Module):
         raise ModelLoadError(f"{spec}() returned a {type(found).__name__}, not a torch.nn.Module")
     return found
+
+
+def load_batch(count: int, example_shape: tuple[int, ...] | None, data: str | None,
+               seed: int) -> tuple[Tensor, Tensor | None]:
+    """``count`` examples of ``example_shape`` and their labels (None without ``data``).
+
+    With ``data``: the first ``count`` training examples of ``initlab.data.load(data,
+    seed=seed)``, reshaped to ``example_shape`` (by default the data set's own), which must
+    hold as many values. Without: ``N(0, 1)`` drawn from ``torch.Generator().manual_seed(seed)``.
+    A bad shape or too small a data set is a ValueError naming both.
+    """
+    if data is None:
+        if example_shape is None:
+            raise ValueError("no example batch: give --input-shape (N(0, 1) examples) or "
+                             "--data NAME (a data set's examples)")
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn((count, *example_shape), generator=generator), None
+    from initlab.data import load
+
+    dataset = load(data, seed=seed, limit=count)
+    x, y = dataset.x_train[:count], dataset.y_train[:count]
+    if len(x) < count:
+        raise ValueError(f"{dataset.name} has {len(x)} training examples, fewer than the batch "
+                         f"size {count}")
+    shape = tuple(dataset.input_shape) if example_shape is None else tuple(example_shape)
+    want, have = math.prod(shape), math.prod(dataset.input_shape)
+    if want != have:
+        raise ValueError(f"--input-shape {','.join(map(str, shape))} wants {want} values per "
+                         f"example; {dataset.name} examples are "
+                         f"{'x'.join(map(str, dataset.input_shape))} ({have} values)")
+    return x.reshape(count, *shape), y

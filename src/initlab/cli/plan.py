@@ -7,6 +7,7 @@
     initlab plan initlab.models:resnet18 --zero-residual
     initlab plan mypkg.nets:Net --override 'head=zeros' --override 'Conv2d=orthogonal'
     initlab plan mypkg.nets:Net --apply --seed 3 --save net-init.pt
+    initlab plan examples/net.py:build --scheme lsuv --data digits --input-shape 64
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from initlab import init as schemes
+from initlab._state import preserved
 from initlab.cli._app import app
-from initlab.cli._loading import load_model
+from initlab.cli._loading import load_batch, load_model
+from initlab.plan import DATA_SCHEMES, MODE_SCHEMES, PLAN_SCHEMES
 from initlab.plan import plan as make_plan
 
 err = Console(stderr=True, soft_wrap=True)
@@ -66,15 +70,65 @@ def parse_overrides(items: list[str]) -> dict[str | type, str]:
     return overrides
 
 
-def _example_input(shape: str | None) -> torch.Tensor | None:
+def _example_shape(shape: str | None) -> tuple[int, ...] | None:
     if shape is None:
         return None
     try:
-        dims = [int(d) for d in shape.split(",")]
+        return tuple(int(d) for d in shape.split(","))
     except ValueError:
         raise OptionError(f"--input-shape {shape!r} is not comma-separated integers "
                         "(e.g. 1,28,28)") from None
-    return torch.zeros(2, *dims)
+
+
+def _example_input(scheme: str, shape: str | None, data: str | None, batch_size: int,
+                   seed: int) -> torch.Tensor | None:
+    """The batch the plan runs on: a data set's examples or seeded N(0, 1), never zeros (a
+    data scheme calibrates on it: zeros have no second moment to scale)."""
+    if shape is None and data is None:
+        if scheme in DATA_SCHEMES:
+            raise OptionError(f"--scheme {scheme} calibrates on a batch: give --input-shape "
+                              "(N(0, 1) examples) or --data NAME (a data set's examples)")
+        return None
+    if batch_size < 1:
+        raise OptionError(f"--batch-size must be a positive integer, got {batch_size}")
+    return load_batch(batch_size, _example_shape(shape), data, seed)[0]
+
+
+# bad spec, option, scheme, mode, data set or batch: one error line, no traceback
+_BAD_INPUT = (ValueError, LookupError, OSError)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(str(error) or type(error).__name__)}")
+    return typer.Exit(2)
+
+
+def _check_batch(model: nn.Module, example: torch.Tensor | None) -> None:
+    """Run the model once on the example batch (eval mode, no autograd, every mode and buffer
+    restored), so that a batch it cannot take is one error line, not a traceback from inside
+    planning or LSUV."""
+    if example is None:
+        return
+    try:
+        with preserved(model), torch.no_grad():
+            model.eval()
+            model(example)
+    except RuntimeError as error:
+        line = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise OptionError(f"the model failed on the example batch of shape "
+                          f"{tuple(example.shape)} (--input-shape, --data): {line}") from None
+
+
+def _scheme_help() -> str:
+    return (f"{', '.join(PLAN_SCHEMES)} ({' and '.join(DATA_SCHEMES)} calibrate on the example "
+            f"batch: give --input-shape or --data), or an initlab.init scheme: "
+            f"{', '.join(schemes.names())} (aliases: {', '.join(schemes.ALIASES)})")
+
+
+def _mode_help() -> str:
+    return (f"{' | '.join(schemes.MODES)}: the fan the weights are divided by; the gain goes "
+            "with it (backward over fan_out). Default: the scheme's own (fan_in for auto). "
+            f"Taken by {', '.join(MODE_SCHEMES)}; an error where it cannot apply")
 
 
 @app.command()
@@ -82,12 +136,8 @@ def plan(
     spec: Annotated[str, typer.Argument(
         help="FILE.py:factory or package.module:factory, a zero-argument callable returning "
              "an nn.Module")],
-    scheme: Annotated[str, typer.Option(
-        help="auto (exact gain of the following activation), torch_default, critical, or any "
-             "initlab.init scheme")] = "auto",
-    mode: Annotated[str, typer.Option(
-        help="fan_in | fan_out | fan_avg for auto; critical, propagate and lsuv take fan_in "
-             "only")] = "fan_in",
+    scheme: Annotated[str, typer.Option(help=_scheme_help())] = "auto",
+    mode: Annotated[str | None, typer.Option(help=_mode_help())] = None,
     override: Annotated[list[str] | None, typer.Option(
         help="GLOB=SCHEME (layer or parameter name glob, or a torch.nn type such as Conv2d); "
              "repeatable")] = None,
@@ -95,11 +145,19 @@ def plan(
     zero_residual: Annotated[bool, typer.Option(
         help="zero the last layer of each residual branch")] = False,
     input_shape: Annotated[str | None, typer.Option(
-        help="one example's shape, e.g. 1,28,28: used if torch.fx cannot trace the model")]
-    = None,
+        help="one example's shape, e.g. 1,28,28: the example batch is N(0, 1) drawn from "
+             "torch.Generator().manual_seed(SEED) (or --data's examples, reshaped); "
+             "propagate and lsuv calibrate on it, and it finds the activations if torch.fx "
+             "cannot trace the model")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="take the example batch from a data set (digits, fashion-mnist, ...): its "
+             "first training examples, of --input-shape or the data set's own shape")] = None,
+    batch_size: Annotated[int, typer.Option(
+        help="examples in the example batch")] = 64,
     apply: Annotated[bool, typer.Option("--apply", help="initialize the model as planned")]
     = False,
-    seed: Annotated[int, typer.Option(help="seed of the generator --apply draws from")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="seeds the example batch and the generator --apply draws from")] = 0,
     save: Annotated[Path | None, typer.Option(
         help="with --apply: write the initialized state_dict here (torch.save)")] = None,
 ) -> None:
@@ -109,14 +167,15 @@ def plan(
         if save is not None and not apply:
             raise OptionError("--save writes the initialized weights: add --apply")
         model = _load(spec)
+        example = _example_input(scheme, input_shape, data, batch_size, seed)
+        _check_batch(model, example)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = make_plan(model, _example_input(input_shape), scheme=scheme, mode=mode,
+            result = make_plan(model, example, scheme=scheme, mode=mode,
                                overrides=parse_overrides(override or []),
                                zero_output=zero_output, zero_residual=zero_residual)
-    except ValueError as error:  # bad spec, option, scheme or mode: one line, no traceback
-        err.print(f"[bold red]error:[/] {escape(str(error) or type(error).__name__)}")
-        raise typer.Exit(2) from None
+    except _BAD_INPUT as error:
+        raise _fail(error) from None
     for warning in caught:
         err.print(f"[yellow]warning:[/] {escape(str(warning.message))}")
     out = _out()
