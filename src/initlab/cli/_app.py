@@ -21,10 +21,32 @@ def _root() -> None:
     """initlab: weight initialization and activation functions, measured."""
 
 
+PIPE_WIDTH = 200  # captured or piped output: no terminal to fit, keep every name whole
+
+
+def output() -> Console:
+    """The console for a command's results: the terminal's, or PIPE_WIDTH columns wide when
+    the output is captured or piped."""
+    console = Console(soft_wrap=True)
+    return console if console.is_terminal else Console(width=PIPE_WIDTH, soft_wrap=True)
+
+
+def report_error(error: object) -> None:
+    """Print ``error`` as one plain ``error:`` line on stderr (markup in it escaped)."""
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(str(error) or type(error).__name__)}", highlight=False)
+
+
+def fail(error: object) -> typer.Exit:
+    """Report ``error``; the exit to raise: status 2, a bad value."""
+    report_error(error)
+    return typer.Exit(2)
+
+
 def main() -> None:
     """Run the CLI; a bad value ends in one plain line naming it, not a traceback."""
     try:
         app()
     except (ValueError, FileNotFoundError) as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}")
+        report_error(error)
         sys.exit(2)

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from initlab._names import unknown
-from initlab.cli._app import app
-from initlab.cli._loading import load_model
+from initlab.cli._app import app, fail, output
+from initlab.cli._loading import load_batch, load_model
 from initlab.probe import diagnose
 from initlab.probe.plots import profile_figure, save, write_html
 
-err = Console(stderr=True)
-_PIPE_WIDTH = 160  # captured or piped output: no terminal to fit
 FIX_METHODS = ("plan", "lsuv")
-
-
-def _out() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=_PIPE_WIDTH)
-
-
-def _fail(message: object, code: int = 2) -> typer.Exit:
-    err.print("[red]error:[/red]", escape(str(message)), highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -42,26 +28,6 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise ValueError(f"--input-shape {text!r} must be a batch size and the example's shape, "
                          "comma-separated positive integers, e.g. 64,784 or 32,3,32,32")
     return shape
-
-
-def _batch(shape: tuple[int, ...], data: str | None, seed: int, device: str):
-    """Inputs (and targets, with ``data``) of ``shape``: a data set's first examples or N(0, 1)."""
-    if data is None:
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randn(shape, generator=generator).to(device), None
-    from initlab.data import load
-
-    dataset = load(data, seed=seed, limit=shape[0])
-    x, y = dataset.x_train[:shape[0]], dataset.y_train[:shape[0]]
-    if len(x) < shape[0]:
-        raise ValueError(f"{dataset.name} has {len(x)} training examples, fewer than the batch "
-                         f"size {shape[0]} of --input-shape")
-    want, have = math.prod(shape[1:]), math.prod(dataset.input_shape)
-    if want != have:
-        raise ValueError(f"--input-shape {','.join(map(str, shape))} wants {want} values per "
-                         f"example; {dataset.name} examples are "
-                         f"{'x'.join(map(str, dataset.input_shape))} ({have} values)")
-    return x.reshape(shape).to(device), y.to(device)
 
 
 @app.command()
@@ -95,17 +61,18 @@ def doctor(
     Example: initlab doctor my_net.py:build --input-shape 64,784 --png profile.png
     """
     if save_to is not None and not fix:
-        raise _fail("--save writes the fixed model: give --fix too")
+        raise fail("--save writes the fixed model: give --fix too")
     if fix_with not in FIX_METHODS:
-        raise _fail(unknown("fix method", fix_with, FIX_METHODS))
+        raise fail(unknown("fix method", fix_with, FIX_METHODS))
     try:
         shape = parse_shape(input_shape)
         net = load_model(model).to(device)
-        x, y = _batch(shape, data, seed, device)
+        x, y = load_batch(shape[0], shape[1:], data, seed)
+        x, y = x.to(device), None if y is None else y.to(device)
         report = diagnose(net, x, y, train=not eval_mode, seed=seed)
     except (ValueError, LookupError, OSError) as error:
-        raise _fail(error) from None
-    out = _out()
+        raise fail(error) from None
+    out = output()
     out.print(report)
     if png is not None:
         save(profile_figure(report), png)

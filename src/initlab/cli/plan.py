@@ -24,19 +24,12 @@ from torch import nn
 
 from initlab import init as schemes
 from initlab._state import preserved
-from initlab.cli._app import app
+from initlab.cli._app import app, fail, output
 from initlab.cli._loading import load_batch, load_model
 from initlab.plan import DATA_SCHEMES, MODE_SCHEMES, PLAN_SCHEMES
 from initlab.plan import plan as make_plan
 
 err = Console(stderr=True, soft_wrap=True)
-_PIPE_WIDTH = 200  # piped or captured output: no terminal to fit, keep every name whole
-
-
-def _out() -> Console:
-    console = Console(soft_wrap=True)
-    return console if console.is_terminal else Console(width=_PIPE_WIDTH, soft_wrap=True)
-
 
 class OptionError(ValueError):
     """A bad option value; the message says why."""
@@ -96,11 +89,6 @@ def _example_input(scheme: str, shape: str | None, data: str | None, batch_size:
 
 # bad spec, option, scheme, mode, data set or batch: one error line, no traceback
 _BAD_INPUT = (ValueError, LookupError, OSError)
-
-
-def _fail(error: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(error) or type(error).__name__)}")
-    return typer.Exit(2)
 
 
 def _check_batch(model: nn.Module, example: torch.Tensor | None) -> None:
@@ -175,10 +163,10 @@ def plan(
                                overrides=parse_overrides(override or []),
                                zero_output=zero_output, zero_residual=zero_residual)
     except _BAD_INPUT as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     for warning in caught:
         err.print(f"[yellow]warning:[/] {escape(str(warning.message))}")
-    out = _out()
+    out = output()
     out.print(result)
     if apply:
         result.apply(torch.Generator().manual_seed(seed))

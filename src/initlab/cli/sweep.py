@@ -9,28 +9,20 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from initlab.cli._app import app
+from initlab.cli._app import app, fail
 from initlab.sweep.runner import run_sweep
 from initlab.sweep.spec import SweepSpec
 from initlab.sweep.store import DEFAULT_PATH, Store
 
-err = Console(stderr=True)
 out = Console()
 
 Grid = Annotated[str | None, typer.Option(help="comma-separated values, one grid axis")]
 #: The grid axes of a run, in the order the runs table shows them.
 AXES = ("init", "activation", "depth", "width", "lr", "optimizer", "seed")
 StorePath = Annotated[Path, typer.Option("--store", help="the SQLite file of results")]
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    """Print ``exc`` as one plain error line; the exit to raise (status 2, a bad value)."""
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
 
 
 def _spec(path: Path | None, flags: dict[str, object]) -> SweepSpec:
@@ -103,7 +95,7 @@ def sweep(
         sweep_id = run_sweep(parsed, store, executor=executor, device=device,
                              progress=progress, retry_failed=retry_failed, **options)
     except (ValueError, LookupError, ImportError, OSError) as exc:  # SpecError is a ValueError
-        raise _fail(exc) from None
+        raise fail(exc) from None
     with Store(store, readonly=True) as db:
         row = next(s for s in db.sweeps() if s.id == sweep_id)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(row.counts.items()))
@@ -131,7 +123,7 @@ def runs(
             else:
                 _show(_sweeps_table(db) if sweep_id is None else _runs_table(db, sweep_id))
     except (FileNotFoundError, LookupError, ValueError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 def _show(table: Table) -> None:
