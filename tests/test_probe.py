@@ -14,7 +14,7 @@ from initlab.plan import InitPlan, init_model
 from initlab.probe import diagnose, find_sites, leftover_hooks
 from initlab.probe.recorder import Recorder
 from initlab.probe.report import LayerRow
-from initlab.probe.stats import facts
+from initlab.probe.stats import FIELDS, facts, forward_stats
 from initlab.probe.verdict import TOLERANCE, judge
 
 D_IN, WIDTH, DEPTH, BATCH = 32, 64, 8, 64
@@ -191,6 +191,18 @@ def test_statistics_match_a_plain_pytorch_computation():
     tanh = by_name["fc2->tanh"]
     assert tanh.saturated == pytest.approx((a2.abs() >= 0.99).float().mean().item())
     assert report.loss == pytest.approx(loss.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("mean, std", [(0.99, 1e-3), (-3e4, 0.5), (0.0, 1.0)])
+def test_mean_and_std_survive_a_large_mean(mean, std):
+    # sigmoid outputs near 0.99 with std 1e-3 (mean^2 / var ~ 1e6): E[y^2] - E[y]^2 in
+    # float32 loses ~13% of the variance there; the shifted sums must agree with a float64
+    # computation to 1e-5 relative (float32 cascaded sums of 2^18 terms: ~1e-7)
+    y = mean + std * torch.randn(1 << 18, generator=torch.Generator().manual_seed(0))
+    stats = dict(zip(FIELDS, forward_stats(y).tolist(), strict=True))
+    exact = y.double()
+    assert stats["mean"] == pytest.approx(exact.mean().item(), rel=1e-6, abs=1e-9)
+    assert stats["std"] == pytest.approx(exact.std(correction=0).item(), rel=1e-5)
 
 
 def test_expected_fractions_match_closed_forms():

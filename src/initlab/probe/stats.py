@@ -4,15 +4,22 @@
 fields ``FIELDS``:
 
 * ``mean``, ``std`` (population, ``correction=0``), ``rms`` = sqrt(mean(y^2)) =
-  sqrt(mean^2 + std^2);
+  sqrt(mean^2 + std^2). They come from the sums of ``d = y - c`` and ``d^2``, shifted by
+  the mean ``c`` of the percentile sample: ``mean = c + S1/n``,
+  ``std^2 = S2/n - (S1/n)^2``. The shift keeps the subtraction benign (``|mean - c|`` is
+  a fraction of a std, where the unshifted ``E[y^2] - E[y]^2`` loses 13% of the variance
+  of sigmoid outputs near 0.99 with std 1e-3), and PyTorch's cascaded float32 sums agree
+  with float64 to ~1e-7 relative. Measured on a 1M-element ReLU output on a 2-core CPU:
+  0.6 ms, against 3.8 ms for ``torch.std_mean`` (Welford's single pass);
 * percentiles ``p01, p25, p50, p75, p99`` of an evenly strided sample of at most
   ``sample`` elements (deterministic: no random draw; the 1% quantile of 8192
   elements has a standard error of about 0.0011 in probability), interpolated as
   ``torch.quantile`` does;
 * ``zero``: fraction of elements exactly 0, and ``dead``: fraction of units
   (positions in every dimension but the batch dimension 0) that are exactly 0 for
-  every example of the batch; both NaN unless the activation can output exact zeros
-  (``Facts.dead_capable``, ReLU-like);
+  every example of the batch (their minimum and maximum over the batch are both 0);
+  both NaN unless the activation can output exact zeros (``Facts.dead_capable``,
+  ReLU-like);
 * ``saturated``: fraction of elements outside the activation's open band
   ``Activation.saturation`` = (lo, hi), i.e. y <= lo or y >= hi; NaN without a band.
 
@@ -28,6 +35,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -104,18 +112,29 @@ def _ranks(n: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def percentiles(values: Tensor) -> Tensor:
     """``PERCENTILES`` of a flat tensor, interpolated linearly between order statistics as
-    ``torch.quantile`` does, without its host-side check of q (a device sync on CUDA)."""
-    ordered = torch.sort(values).values
-    below, above, weight = _ranks(ordered.numel(), ordered)
+    ``torch.quantile`` does, without its host-side check of q (a device sync on CUDA).
+
+    On the GPU the values are sorted; on the CPU only the order statistics needed are put
+    in place, by NumPy's introselect (``np.partition`` with several ``kth``: 0.17 ms for
+    8192 values on a 2-core CPU, against 0.5-0.65 ms for ``torch.sort``); either way
+    NaNs order last."""
+    below, above, weight = _ranks(values.numel(), values)
+    if values.device.type == "cpu":
+        kth = np.union1d(below.numpy(), above.numpy())
+        ordered = torch.from_numpy(np.partition(values.numpy(), kth))
+    else:
+        ordered = torch.sort(values).values
     return torch.lerp(ordered.index_select(0, below), ordered.index_select(0, above), weight)
 
 
 def forward_stats(y: Tensor, site_facts: Facts = NO_FACTS, sample: int = SAMPLE) -> Tensor:
     """The ``FIELDS`` of ``y`` as a float64 vector on ``y``'s device (see module doc).
 
-    Few passes over ``y``: one for mean and std (rms follows from them), one more for the
-    zero counts of ReLU-like activations (min and max per unit), one for the saturation
-    band; the percentiles sort a strided sample. No value is read back to the host.
+    Few passes over ``y``: the shifted sums for mean and std (rms follows from them), the
+    zero counts of ReLU-like activations (min and max per unit), the saturation band; the
+    percentiles sort a strided sample. No value is read back to the host. (On CPU,
+    ``count_nonzero`` counts a bool mask ~4x faster than floats, and ``amin`` and ``amax``
+    over the batch run ~9x faster than ``aminmax``.)
     """
     with torch.no_grad():
         z = as_float(y)
@@ -123,20 +142,31 @@ def forward_stats(y: Tensor, site_facts: Facts = NO_FACTS, sample: int = SAMPLE)
         n = flat.numel()
         if n == 0 or not z.is_floating_point():
             return torch.full((len(FIELDS),), math.nan, dtype=torch.float64, device=y.device)
-        std, mean = torch.std_mean(flat, correction=0)
+        picked = sample_of(flat, sample)
+        mean, std = _mean_std(flat, picked.mean())
         nan = torch.full((), math.nan, dtype=flat.dtype, device=y.device)
         zero = dead = saturated = nan
         if site_facts.dead_capable:
-            zero = 1 - torch.count_nonzero(flat).to(flat.dtype) / n
+            zero = 1 - torch.count_nonzero(flat.ne(0)).to(flat.dtype) / n
             if z.ndim >= 2:  # a unit is dead when it is 0 for every example of the batch
-                low, high = torch.aminmax(z.reshape(z.shape[0], -1), dim=0)
-                dead = ((low == 0) & (high == 0)).to(flat.dtype).mean()
+                units = z.reshape(z.shape[0], -1)
+                dead = ((units.amin(0) == 0) & (units.amax(0) == 0)).to(flat.dtype).mean()
         if site_facts.band is not None:
             lo, hi = site_facts.band
             saturated = torch.count_nonzero(flat.le(lo) | flat.ge(hi)).to(flat.dtype) / n
         head = torch.stack([mean, std, torch.hypot(mean, std)])
         tail = torch.stack([zero, dead, saturated])
-        return torch.cat([head, percentiles(sample_of(flat, sample)), tail]).to(torch.float64)
+        return torch.cat([head, percentiles(picked), tail]).to(torch.float64)
+
+
+def _mean_std(flat: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and population std of ``flat`` from the sums of ``d = flat - shift`` and ``d^2``
+    (see the module docstring)."""
+    d = flat - shift
+    n = flat.numel()
+    first = d.sum() / n
+    second = d.square_().sum() / n
+    return shift + first, (second - first * first).clamp_min(0).sqrt()
 
 
 def norm(tensors: list[Tensor]) -> Tensor:
