@@ -284,6 +284,13 @@ def test_negative_variance_and_non_finite_input_are_named():
         propagated_gains(model, torch.tensor([[math.nan] * 8]))
 
 
+def test_a_batch_the_model_cannot_take_is_one_error_and_nothing_printed(capfd):
+    with pytest.raises(ValueError, match=r"Sequential cannot run on example_input of shape "
+                                         r"\(4, 9\): .*mat1 and mat2"):
+        propagated_gains(mlp(8, [8], 2, init=None), torch.randn(4, 9))
+    assert capfd.readouterr().err == ""
+
+
 class Exp(nn.Module):
     def __init__(self):
         super().__init__()

@@ -34,6 +34,8 @@ with a warning: residual sums and concatenations are then invisible.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -358,15 +360,28 @@ def propagate(model: nn.Module, example_input=None, input_moments: tuple[float, 
         result = _walk_chain(model, example_input, input_moments, method)
     else:
         if example_input is not None:
-            inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-            with preserved(model), torch.no_grad():
-                model.eval()
-                ShapeProp(gm).propagate(*inputs)
+            _record_shapes(gm, model, example_input)
         result = _walk_fx(gm, example_input, input_moments)
     if result.unknown:
         warnings.warn("propagate: no moment rule for " + ", ".join(result.unknown) +
                       "; their input's mean and variance were passed on unchanged", stacklevel=2)
     return result
+
+
+def _record_shapes(gm: fx.GraphModule, model: nn.Module, example_input) -> None:
+    """Every node's output shape on ``example_input`` (``ShapeProp``, in eval mode, the
+    model's modes and buffers restored). A batch the model cannot take is one ValueError
+    naming the node and the shapes; ShapeProp's own printed traceback is swallowed."""
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    with preserved(model), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        model.eval()
+        try:
+            ShapeProp(gm).propagate(*inputs)
+        except RuntimeError as error:
+            cause = error.__cause__ or error
+            given = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
+            raise ValueError(f"{type(model).__name__} cannot run on example_input of shape "
+                             f"{given}: {str(cause).strip().splitlines()[0]}") from error
 
 
 def propagated_gains(model: nn.Module, example_input=None,
