@@ -134,7 +134,7 @@ def plan(
         help="zero the last layer of each residual branch")] = False,
     input_shape: Annotated[str | None, typer.Option(
         help="one example's shape, e.g. 1,28,28: the example batch is N(0, 1) drawn from "
-             "torch.Generator().manual_seed(SEED) (or --data's examples, reshaped); "
+             "a stream of its own derived from SEED (or --data's examples, reshaped); "
              "propagate and lsuv calibrate on it, and it finds the activations if torch.fx "
              "cannot trace the model")] = None,
     data: Annotated[str | None, typer.Option(
