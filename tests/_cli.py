@@ -23,8 +23,8 @@ def invoke(command: str, *args: object) -> Result:
 def assert_one_error_line(result: Result, message: str) -> None:
     """Bad input: exit status 2, ``error:`` on stderr with ``message``, and no traceback.
 
-    rich wraps stderr at the console's width (80 columns under CliRunner), so ``message`` is
-    looked for in stderr with its white space folded.
+    ``message`` is looked for in stderr with its white space folded, so it is found however
+    the console lays the line out.
     """
     assert result.exit_code == 2, result.output
     assert "error:" in result.stderr and message in " ".join(result.stderr.split())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,11 @@ def test_tensor_fans_strided_conv_by_hand():
     assert fans == Fans(8, 4) and isinstance(fans.fan_out, int)
 
 
+def test_tensor_fans_take_numpy_ints_and_a_linear_unit_stride():
+    assert tensor_fans((8, 4, 3, 3), stride=np.int64(2)) == Fans(36, 18)
+    assert tensor_fans((8, 4), stride=(1,)) == tensor_fans((8, 4)) == Fans(4, 8)
+
+
 @pytest.mark.parametrize(
     ("shape", "kwargs", "match"),
     [
@@ -63,6 +69,8 @@ def test_tensor_fans_strided_conv_by_hand():
         ((6, 4, 3), {"transposed": True, "stride": 0}, "got 0"),
         ((6, 4, 3, 3), {"stride": (2, 0)}, r"got \(2, 0\)"),
         ((6, 4), {"stride": 2}, r"shape \(6, 4\) \(0 of them\).*1 without .*got 2"),
+        ((6, 4, 3, 3), {"stride": 2.0}, "got 2.0"),  # a float, not a TypeError
+        ((6, 4, 3, 3), {"stride": True}, "got True"),
     ],
 )
 def test_tensor_fans_refuse_a_bad_stride_naming_it(shape, kwargs, match):

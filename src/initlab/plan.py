@@ -23,7 +23,8 @@ backward gain over fan_out, and over fan_avg Glorot & Bengio (2010)'s compromise
 harmonic mean of the two variances (``_ActivationGain``). ``mode`` (default None: each
 scheme's own fan) reaches every scheme that takes a mode and is given none
 (``"variance_scaling"``, ``"he_*"``: ``"he_normal"`` with ``mode="fan_out"`` is
-``kaiming_normal_(mode="fan_out")``); a scheme that fixes its fan (``xavier_*``: fan_avg,
+``kaiming_normal_(mode="fan_out")`` but for strided and transposed convolutions, whose fans
+count the stride, ``initlab.init.fans``); a scheme that fixes its fan (``xavier_*``: fan_avg,
 ``lecun_*``: fan_in, an Initializer) or is not scaled by one (``orthogonal``, ``zeros``, ...)
 refuses a ``mode`` that would not apply, instead of ignoring it.
 
@@ -196,13 +197,13 @@ def _fmt(value) -> str:
 
 
 def _fmt_fan(value: float | None) -> str:
-    """A fan in full: whole as an int, else up to 3 decimals (exact for strides 2, 4, 8 in up
-    to 3 dims: 4608.75, not 4609)."""
+    """A fan in full: whole as an int, else to 10 significant digits (4608.75, not 4609;
+    exact for the fractions strides of 2, 4 and 8 give, e.g. 27/64 = 0.421875)."""
     if value is None:
         return "-"
     if float(value).is_integer():
         return str(int(value))
-    return f"{value:.3f}".rstrip("0").rstrip(".")
+    return f"{value:.10g}"
 
 
 def _fill(row: PlanRow, target: Tensor | None, generator: torch.Generator) -> None:
@@ -323,7 +324,8 @@ def _critical_gain(activation: Activation | None, sigma_b2: float) -> float:
 def _initializer(scheme, mode: str | None) -> schemes.Initializer:
     """``scheme`` as an Initializer. One that takes a mode and is given none of its own (a
     name, a config dict without "mode") is built with ``mode``: ``"he_normal"`` with
-    ``"fan_out"`` is ``he_normal(mode="fan_out")``, torch's ``kaiming_normal_(mode=...)``."""
+    ``"fan_out"`` is ``he_normal(mode="fan_out")``, torch's ``kaiming_normal_(mode=...)``
+    with initlab's fans (which count a strided convolution's stride)."""
     init = schemes.get(scheme)
     unset = isinstance(scheme, str) or (isinstance(scheme, Mapping) and "mode" not in scheme)
     if unset and mode is not None and "mode" in init.params:

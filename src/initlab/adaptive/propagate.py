@@ -371,17 +371,22 @@ def propagate(model: nn.Module, example_input=None, input_moments: tuple[float, 
 def _record_shapes(gm: fx.GraphModule, model: nn.Module, example_input) -> None:
     """Every node's output shape on ``example_input`` (``ShapeProp``, in eval mode, the
     model's modes and buffers restored). A batch the model cannot take is one ValueError
-    naming the node and the shapes; ShapeProp's own printed traceback is swallowed."""
+    naming the shapes and the cause; the traceback ShapeProp prints itself is kept off
+    stderr, and the warnings the model's forward raises are raised again."""
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-    with preserved(model), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+    with preserved(model), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         model.eval()
         try:
-            ShapeProp(gm).propagate(*inputs)
+            with contextlib.redirect_stderr(io.StringIO()):
+                ShapeProp(gm).propagate(*inputs)
         except RuntimeError as error:
             cause = error.__cause__ or error
             given = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
             raise ValueError(f"{type(model).__name__} cannot run on example_input of shape "
                              f"{given}: {str(cause).strip().splitlines()[0]}") from error
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
 
 
 def propagated_gains(model: nn.Module, example_input=None,

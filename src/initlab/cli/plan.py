@@ -101,7 +101,7 @@ def _check_batch(model: nn.Module, example: torch.Tensor | None) -> None:
         with preserved(model), torch.no_grad():
             model.eval()
             model(example)
-    except RuntimeError as error:
+    except Exception as error:  # noqa: BLE001 - the user's forward may fail in any way
         line = (str(error).strip() or type(error).__name__).splitlines()[0]
         raise OptionError(f"the model failed on the example batch of shape "
                           f"{tuple(example.shape)} (--input-shape, --data): {line}") from None

@@ -56,6 +56,7 @@ the module and splits packed parameters into :class:`Block` s.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from fractions import Fraction
@@ -174,15 +175,15 @@ def _strides(stride: int | Sequence[int], shape: tuple[int, ...]) -> tuple[int, 
     """One positive int per spatial dim of ``shape`` (an int is broadcast; a weight
     without spatial dims, a Linear's, takes only 1)."""
     dims = len(shape) - 2
-    given = (stride,) if isinstance(stride, int) else tuple(stride)
-    strides = given * dims if isinstance(stride, int) else given
-    if (len(strides) != dims or not all(isinstance(s, int) and s >= 1 for s in given)
-            or (dims == 0 and given not in ((), (1,)))):
+    given = tuple(stride) if isinstance(stride, Sequence) else (stride,) * max(dims, 1)
+    whole = all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+                for s in given)
+    if not whole or len(given) != max(dims, 1) or (dims == 0 and given != (1,)):
         raise ValueError(
             f"stride must be one positive int per spatial dim of shape {shape} ({dims} of "
             f"them), or one int for all (1 without spatial dims); got {stride!r}"
         )
-    return strides
+    return tuple(int(s) for s in given[:dims])
 
 
 def _number(value: Fraction) -> float:

@@ -1,8 +1,10 @@
 """In-place shortcuts in the style of ``torch.nn.init``: each one line over its scheme.
 
 Fans default to the tensor's shape (:func:`initlab.init.tensor_fans`); pass
-``fans=`` (from :func:`initlab.init.param_blocks`) for transposed or grouped
-convolutions, whose fans the shape alone cannot tell.
+``fans=`` (from :func:`initlab.init.param_blocks`) for transposed, grouped or strided
+convolutions, whose fans the shape alone cannot tell (a bare tensor has no stride:
+``he_normal_(conv.weight, mode="fan_out")`` is torch's stride-blind
+``kaiming_normal_``, while ``initlab.plan`` counts the stride).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ the same minibatch ``x`` (B x n_0):
   article's grid runs at ~70 GFLOP/s forward and in its weight update on a 2-core AMD
   EPYC, against 13-27 and ~11 GFLOP/s with the batch-major ``H W`` (B x 10 outputs,
   and a 256 x 10 weight-update output); the large layers run at the same speed either
-  way (``benchmarks/sweep_speed.py``);
+  way (each layer's products timed alone; ``benchmarks/sweep_speed.py`` times the grids);
 * ``H_l = phi(Z_l)`` is applied in place, per sub-group of models sharing an activation
   (contiguous index ranges: the caller orders the models by activation), and
   ``dZ_l = phi'(Z_l) * dH_l`` uses PyTorch's own autograd kernels (``tanh_backward``,
