@@ -97,7 +97,8 @@ def test_doctor_takes_a_package_module_factory(tmp_path, monkeypatch):
     (["{dir}/missing.py:build", "--input-shape", "8,64"], "no such file"),
     (["{file}:healthy", "--input-shape", "8"], "--input-shape '8' must be a batch size"),
     (["{file}:healthy", "--input-shape", "8,784", "--data", "digits"],
-     "wants 784 values per example; digits examples are 1x8x8 (64 values)"),
+     "examples of shape 784 (--input-shape) want 784 values per example; digits examples are "
+     "1x8x8 (64 values)"),
     (["{file}:healthy", "--input-shape", "8,64", "--data", "digitz"], "did you mean 'digits'?"),
     (["{file}:healthy", "--input-shape", "8,64", "--save", "x.pt"], "give --fix too"),
     (["{file}:healthy", "--input-shape", "8,64", "--fix", "--fix-with", "lsv"],

@@ -111,7 +111,7 @@ def test_apply_seed_save_writes_the_planned_weights(net_file, tmp_path):
 
 
 def test_untraceable_model_warns_with_input_shape(net_file):
-    result = run(f"{net_file}:Untraceable", "--input-shape", "5")
+    result = run(f"{net_file}:Untraceable", "--input-shape", "2,5")
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stderr and "guessed from hooks: body, head" in result.stderr
 
@@ -120,7 +120,7 @@ def test_propagate_calibrates_on_a_seeded_normal_batch_of_input_shape(net_file):
     # the batch is 64 examples of 8x30 from N(0, 1), batch_generator(seed):
     # the first layer's gain is 1 / sqrt(E[x^2]) of exactly that batch (a zero batch has no
     # second moment, and propagate refused it)
-    result = run(f"{net_file}:small", "--scheme", "propagate", "--input-shape", "8,30",
+    result = run(f"{net_file}:small", "--scheme", "propagate", "--input-shape", "64,8,30",
                  "--seed", "3")
     assert result.exit_code == 0, result.output
     x = torch.randn((64, 8, 30), generator=batch_generator(3))
@@ -133,7 +133,7 @@ def test_propagate_calibrates_on_a_seeded_normal_batch_of_input_shape(net_file):
 def test_lsuv_with_data_calibrates_on_the_data_sets_first_examples(net_file, tmp_path):
     out = tmp_path / "lsuv.pt"
     result = run(f"{net_file}:digits_net", "--scheme", "lsuv", "--data", "digits",
-                 "--batch-size", "64", "--apply", "--save", str(out))
+                 "--apply", "--save", str(out))
     assert result.exit_code == 0, result.output
     model = _build("digits_net")
     model.load_state_dict(torch.load(out, weights_only=True))
@@ -170,15 +170,17 @@ def test_help_lists_every_scheme():
      "does not fit scheme='xavier_uniform', which divides by fan_avg: use mode='fan_avg'"),
     (["{file}:small", "--scheme", "lsuv"], "--scheme lsuv calibrates on a batch: give "
                                            "--input-shape"),
-    (["{file}:small", "--input-shape", "5"], "the model failed on the example batch of shape "
-                                             "(64, 5) (--input-shape, --data): mat1 and mat2"),
-    (["{file}:small", "--data", "digits", "--input-shape", "30"],
-     "--input-shape 30 wants 30 values per example; digits examples are 1x8x8 (64 values)"),
+    (["{file}:small", "--input-shape", "64,5"], "the model failed on the example batch of "
+                                                "shape (64, 5) (--input-shape, --data): mat1 and "
+                                                "mat2"),
+    (["{file}:small", "--data", "digits", "--input-shape", "64,30"],
+     "examples of shape 30 (--input-shape) want 30 values per example; digits examples are "
+     "1x8x8 (64 values)"),
     (["{file}:small", "--data", "digitz"], "did you mean 'digits'?"),
-    (["{file}:small", "--input-shape", "30", "--batch-size", "0"],
-     "--batch-size must be a positive integer, got 0"),
+    (["{file}:small", "--input-shape", "0,30"], "--input-shape '0,30' must be a batch size"),
+    (["{file}:small", "--input-shape", "30"], "--input-shape '30' must be a batch size"),
     (["{file}:build", "--override", "head"], "is not GLOB=SCHEME"),
-    (["{file}:build", "--input-shape", "1,x"], "is not comma-separated integers"),
+    (["{file}:build", "--input-shape", "1,x"], "comma-separated positive integers"),
     (["{file}:build", "--save", "out.pt"], "add --apply"),
 ])
 def test_bad_input_is_one_error_line(net_file, args, message):
@@ -193,7 +195,7 @@ def test_lsuv_on_a_normal_batch_holds_on_independent_data(net_file, tmp_path):
     # data). On 4096 independent examples the std of 4096 x 16 outputs is known to ~1%, and
     # LSUV's own tolerance on its 64-example batch is 0.05: 0.15 leaves room for both
     out = tmp_path / "lsuv.pt"
-    result = run(f"{net_file}:wide", "--scheme", "lsuv", "--input-shape", "256",
+    result = run(f"{net_file}:wide", "--scheme", "lsuv", "--input-shape", "64,256",
                  "--apply", "--save", str(out))
     assert result.exit_code == 0, result.output
     model = _build("wide")

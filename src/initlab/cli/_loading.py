@@ -111,6 +111,19 @@ def load_model(spec: str) -> nn.Module:
     return found
 
 
+def parse_batch_shape(text: str) -> tuple[int, ...]:
+    """``--input-shape``, the batch's shape: ``"64,784"`` -> (64, 784), the batch size first;
+    a ValueError naming the bad text otherwise."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"--input-shape {text!r} must be a batch size and the example's shape, "
+                         "comma-separated positive integers, e.g. 64,784 or 32,3,32,32")
+    return shape
+
+
 _BATCH_STREAM = 0xBA7C  # spawn key of the example batch's stream (see batch_generator)
 
 
@@ -148,7 +161,7 @@ def load_batch(count: int, example_shape: tuple[int, ...] | None, data: str | No
     shape = tuple(dataset.input_shape) if example_shape is None else tuple(example_shape)
     want, have = math.prod(shape), math.prod(dataset.input_shape)
     if want != have:
-        raise ValueError(f"--input-shape {','.join(map(str, shape))} wants {want} values per "
-                         f"example; {dataset.name} examples are "
+        raise ValueError(f"examples of shape {'x'.join(map(str, shape))} (--input-shape) want "
+                         f"{want} values per example; {dataset.name} examples are "
                          f"{'x'.join(map(str, dataset.input_shape))} ({have} values)")
     return x.reshape(count, *shape), y

@@ -11,23 +11,11 @@ from rich.console import Console
 
 from initlab._names import unknown
 from initlab.cli._app import app, fail, output
-from initlab.cli._loading import load_batch, load_model
+from initlab.cli._loading import load_batch, load_model, parse_batch_shape
 from initlab.probe import diagnose
 from initlab.probe.plots import profile_figure, save, write_html
 
 FIX_METHODS = ("plan", "lsuv")
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"64,784"`` -> (64, 784); a ValueError naming the bad text otherwise."""
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) < 2 or min(shape) < 1:
-        raise ValueError(f"--input-shape {text!r} must be a batch size and the example's shape, "
-                         "comma-separated positive integers, e.g. 64,784 or 32,3,32,32")
-    return shape
 
 
 @app.command()
@@ -65,7 +53,7 @@ def doctor(
     if fix_with not in FIX_METHODS:
         raise fail(unknown("fix method", fix_with, FIX_METHODS))
     try:
-        shape = parse_shape(input_shape)
+        shape = parse_batch_shape(input_shape)
         net = load_model(model).to(device)
         x, y = load_batch(shape[0], shape[1:], data, seed)
         x, y = x.to(device), None if y is None else y.to(device)

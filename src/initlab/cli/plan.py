@@ -7,7 +7,7 @@
     initlab plan initlab.models:resnet18 --zero-residual
     initlab plan mypkg.nets:Net --override 'head=zeros' --override 'Conv2d=orthogonal'
     initlab plan mypkg.nets:Net --apply --seed 3 --save net-init.pt
-    initlab plan examples/net.py:build --scheme lsuv --data digits --input-shape 64
+    initlab plan examples/net.py:build --scheme lsuv --data digits --input-shape 64,64
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 from initlab import init as schemes
 from initlab._state import preserved
 from initlab.cli._app import app, fail, output
-from initlab.cli._loading import load_batch, load_model
+from initlab.cli._loading import load_batch, load_model, parse_batch_shape
 from initlab.plan import DATA_SCHEMES, MODE_SCHEMES, PLAN_SCHEMES
 from initlab.plan import plan as make_plan
 
@@ -63,17 +63,10 @@ def parse_overrides(items: list[str]) -> dict[str | type, str]:
     return overrides
 
 
-def _example_shape(shape: str | None) -> tuple[int, ...] | None:
-    if shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in shape.split(","))
-    except ValueError:
-        raise OptionError(f"--input-shape {shape!r} is not comma-separated integers "
-                        "(e.g. 1,28,28)") from None
+DATA_BATCH = 64  # examples taken from --data when no --input-shape says how many
 
 
-def _example_input(scheme: str, shape: str | None, data: str | None, batch_size: int,
+def _example_input(scheme: str, shape: str | None, data: str | None,
                    seed: int) -> torch.Tensor | None:
     """The batch the plan runs on: a data set's examples or seeded N(0, 1), never zeros (a
     data scheme calibrates on it: zeros have no second moment to scale)."""
@@ -82,9 +75,10 @@ def _example_input(scheme: str, shape: str | None, data: str | None, batch_size:
             raise OptionError(f"--scheme {scheme} calibrates on a batch: give --input-shape "
                               "(N(0, 1) examples) or --data NAME (a data set's examples)")
         return None
-    if batch_size < 1:
-        raise OptionError(f"--batch-size must be a positive integer, got {batch_size}")
-    return load_batch(batch_size, _example_shape(shape), data, seed)[0]
+    if shape is None:
+        return load_batch(DATA_BATCH, None, data, seed)[0]
+    batch = parse_batch_shape(shape)
+    return load_batch(batch[0], batch[1:], data, seed)[0]
 
 
 # bad spec, option, scheme, mode, data set or batch: one error line, no traceback
@@ -133,15 +127,14 @@ def plan(
     zero_residual: Annotated[bool, typer.Option(
         help="zero the last layer of each residual branch")] = False,
     input_shape: Annotated[str | None, typer.Option(
-        help="one example's shape, e.g. 1,28,28: the example batch is N(0, 1) drawn from "
-             "a stream of its own derived from SEED (or --data's examples, reshaped); "
-             "propagate and lsuv calibrate on it, and it finds the activations if torch.fx "
-             "cannot trace the model")] = None,
+        help="the example batch's shape, batch size first as for doctor, e.g. 64,1,28,28: "
+             "N(0, 1) drawn from a stream of its own derived from SEED (or --data's examples, "
+             "reshaped); propagate and lsuv calibrate on it, and it finds the activations if "
+             "torch.fx cannot trace the model")] = None,
     data: Annotated[str | None, typer.Option(
         help="take the example batch from a data set (digits, fashion-mnist, ...): its "
-             "first training examples, of --input-shape or the data set's own shape")] = None,
-    batch_size: Annotated[int, typer.Option(
-        help="examples in the example batch")] = 64,
+             "first training examples, of --input-shape or 64 of the data set's own "
+             "shape")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="initialize the model as planned")]
     = False,
     seed: Annotated[int, typer.Option(
@@ -155,7 +148,7 @@ def plan(
         if save is not None and not apply:
             raise OptionError("--save writes the initialized weights: add --apply")
         model = _load(spec)
-        example = _example_input(scheme, input_shape, data, batch_size, seed)
+        example = _example_input(scheme, input_shape, data, seed)
         _check_batch(model, example)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
